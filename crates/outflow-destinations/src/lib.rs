@@ -1,0 +1,89 @@
+//! # outflow-destinations
+//!
+//! Where outputs go. Every destination implements one trait, [`Destination`], lives in its
+//! own module behind a cargo feature, and is listed once in [`registry`]. The engine (and
+//! `outflow deliver`) knows only the trait.
+//!
+//! - [`registry`]: `type` name → config parser + constructor; the [`DestinationCatalog`] the
+//!   config validator uses.
+//! - [`runner`]: one delivery with retries ([`runner::deliver_with_retries`]) and fan-out to
+//!   many destinations ([`runner::deliver_all`]).
+//! - [`filesystem`], [`webhook`]: the destinations.
+//!
+//! This crate does not store anything: durable queues and scheduled retries belong to the
+//! engine; the runner here retries in memory for the one-shot CLI.
+//!
+//! [`DestinationCatalog`]: outflow_core::config::DestinationCatalog
+
+pub mod error;
+#[cfg(feature = "filesystem")]
+pub mod filesystem;
+pub mod registry;
+pub mod runner;
+#[cfg(feature = "webhook")]
+pub mod webhook;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use outflow_core::context::RenderContext;
+use outflow_core::retry::RetryPolicy;
+
+pub use error::DeliveryError;
+pub use registry::{BuildDefaults, Registry};
+
+/// What a successful attempt reports.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeliveryReceipt {
+    /// Where it went, rendered, with secrets masked (a path, a URL).
+    pub target: String,
+    /// HTTP status or protocol code, when there is one.
+    pub status_code: Option<u16>,
+    /// Bytes written or sent.
+    pub bytes: u64,
+    /// The first bytes of the response, when there is one.
+    pub response_excerpt: Option<String>,
+}
+
+/// What a reachability check reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckReport {
+    /// What was checked (a directory, `host:port`).
+    pub target: String,
+    /// How long the check took.
+    pub elapsed: Duration,
+}
+
+/// One delivery attempt's input.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    /// The job, its output and the delivery's stable id (identical on every retry).
+    pub render: RenderContext<'a>,
+    /// 1-based attempt number.
+    pub number: u32,
+}
+
+/// A configured destination, ready to deliver.
+///
+/// Implementations render their templates from [`Attempt::render`], perform exactly one
+/// attempt per [`Destination::deliver`] call and classify failures (retryable or
+/// permanent); retrying and scheduling are the caller's job.
+#[async_trait]
+pub trait Destination: Send + Sync + std::fmt::Debug {
+    /// The `type` name (`filesystem`, `webhook`).
+    fn kind(&self) -> &'static str;
+
+    /// The destination's target for logs and reports, unrendered (templates as written),
+    /// secrets masked.
+    fn describe(&self) -> String;
+
+    /// The retry policy in force for this destination.
+    fn retry_policy(&self) -> &RetryPolicy;
+
+    /// Makes one attempt.
+    async fn deliver(&self, attempt: Attempt<'_>) -> Result<DeliveryReceipt, DeliveryError>;
+
+    /// Checks that a delivery could succeed, without delivering (directory writable, host
+    /// resolvable and connectable).
+    async fn check(&self) -> Result<CheckReport, DeliveryError>;
+}

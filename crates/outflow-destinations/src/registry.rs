@@ -1,0 +1,121 @@
+//! The one place destination types are listed: `type` name → builder.
+//!
+//! Adding a destination = a module with a `build` function + one line in [`ENTRIES`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use outflow_core::config::{ConfigError, DestinationCatalog, DestinationSpec};
+use outflow_core::netpolicy::NetworkPolicy;
+use outflow_core::retry::RetryPolicy;
+
+use crate::Destination;
+
+/// Settings a destination inherits when its own config is silent (the `output:` section).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildDefaults {
+    /// `output.default_timeout`.
+    pub timeout: Duration,
+    /// `output.default_retry_policy`.
+    pub retry_policy: RetryPolicy,
+    /// `output.allow_private_networks` / `output.allowed_hosts`.
+    pub network: NetworkPolicy,
+}
+
+impl Default for BuildDefaults {
+    fn default() -> Self {
+        BuildDefaults {
+            timeout: Duration::from_secs(30),
+            retry_policy: RetryPolicy::default(),
+            network: NetworkPolicy::default(),
+        }
+    }
+}
+
+/// Parses and validates a destination body, reporting every problem under `path`.
+pub type BuildFn =
+    fn(&DestinationSpec, &BuildDefaults, &str) -> Result<Arc<dyn Destination>, Vec<ConfigError>>;
+
+struct Entry {
+    kind: &'static str,
+    build: BuildFn,
+}
+
+const ENTRIES: &[Entry] = &[
+    #[cfg(feature = "filesystem")]
+    Entry { kind: "filesystem", build: crate::filesystem::build },
+    #[cfg(feature = "webhook")]
+    Entry { kind: "webhook", build: crate::webhook::build },
+];
+
+/// Builds destinations from specs with a set of defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    defaults: BuildDefaults,
+}
+
+impl Registry {
+    /// A registry whose destinations inherit `defaults`.
+    pub fn new(defaults: BuildDefaults) -> Self {
+        Registry { defaults }
+    }
+
+    /// The defaults destinations inherit.
+    pub fn defaults(&self) -> &BuildDefaults {
+        &self.defaults
+    }
+
+    /// The `type` names compiled into this build.
+    pub fn kinds() -> Vec<&'static str> {
+        ENTRIES.iter().map(|e| e.kind).collect()
+    }
+
+    /// Builds one destination; `path` is where `spec` sits in the config, for messages.
+    pub fn build(
+        &self,
+        spec: &DestinationSpec,
+        path: &str,
+    ) -> Result<Arc<dyn Destination>, Vec<ConfigError>> {
+        match ENTRIES.iter().find(|e| e.kind == spec.kind) {
+            Some(entry) => (entry.build)(spec, &self.defaults, path),
+            None => Err(vec![ConfigError::new(
+                format!("{path}.type"),
+                format!(
+                    "unknown destination type '{}'; valid types: {}",
+                    spec.kind,
+                    Self::kinds().join(", ")
+                ),
+            )]),
+        }
+    }
+}
+
+impl DestinationCatalog for Registry {
+    fn kinds(&self) -> Vec<&'static str> {
+        Registry::kinds()
+    }
+
+    fn validate(&self, spec: &DestinationSpec, path: &str) -> Vec<ConfigError> {
+        self.build(spec, path).err().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unknown_type_lists_valid_ones() {
+        let spec = DestinationSpec::from_value(&json!({"type": "ftp"}), "d").unwrap();
+        let errs = Registry::default().build(&spec, "d").unwrap_err();
+        assert_eq!(errs[0].path, "d.type");
+        assert_eq!(
+            errs[0].message,
+            format!(
+                "unknown destination type 'ftp'; valid types: {}",
+                Registry::kinds().join(", ")
+            )
+        );
+    }
+}
