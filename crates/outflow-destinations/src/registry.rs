@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use outflow_core::config::{ConfigError, DestinationCatalog, DestinationSpec};
+use outflow_core::config::{ConfigError, DestinationCatalog, DestinationSpec, OutputConfig};
 use outflow_core::netpolicy::NetworkPolicy;
 use outflow_core::retry::RetryPolicy;
 
@@ -20,6 +20,20 @@ pub struct BuildDefaults {
     pub retry_policy: RetryPolicy,
     /// `output.allow_private_networks` / `output.allowed_hosts`.
     pub network: NetworkPolicy,
+}
+
+impl BuildDefaults {
+    /// The defaults an `output:` section gives its destinations.
+    pub fn from_output(output: &OutputConfig) -> Self {
+        BuildDefaults {
+            timeout: output.default_timeout,
+            retry_policy: output.default_retry_policy.clone(),
+            network: NetworkPolicy {
+                allow_private_networks: output.allow_private_networks,
+                allowed_hosts: output.allowed_hosts.clone(),
+            },
+        }
+    }
 }
 
 impl Default for BuildDefaults {
