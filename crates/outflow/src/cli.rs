@@ -1,0 +1,213 @@
+//! The command-line interface: every flag and its help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Deliver job output to files, signed webhooks and more, with retries and a truthful exit
+/// code.
+#[derive(Debug, Parser)]
+#[command(
+    name = "outflow",
+    version,
+    about,
+    long_about = "Outflow delivers the output of jobs, durably, to where it belongs: files, \
+                  signed webhooks and more.\n\n\
+                  Destinations come from a config file (outflow.yaml: --config, OUTFLOW_CONFIG, \
+                  or ./outflow.yaml) or inline as JSON with --dest.",
+    after_help = "Examples:\n  \
+        outflow check --config outflow.yaml\n  \
+        outflow deliver --dest '{\"type\":\"filesystem\",\"path\":\"/tmp/{{job_uuid}}.json\"}' out.json\n  \
+        outflow deliver --config outflow.yaml --to production_logs report.json\n  \
+        outflow webhook verify --secret S --id ID --timestamp T --signature SIG body.json"
+)]
+pub struct Cli {
+    /// Log level: error, warn, info, debug or trace [env: OUTFLOW_LOG_LEVEL; default: warn].
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a config file and print OK or every error (exit 0 / 1).
+    Check(CheckArgs),
+    /// Deliver a file or stdin to destinations, with retries; one result line each.
+    Deliver(DeliverArgs),
+    /// Check that destinations are valid and reachable, without delivering.
+    TestDestinations(TestDestinationsArgs),
+    /// Sign or verify Standard Webhooks signatures (for debugging receivers).
+    Webhook {
+        #[command(subcommand)]
+        command: WebhookCommand,
+    },
+}
+
+/// Where the config comes from.
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// Config file [default: $OUTFLOW_CONFIG, else ./outflow.yaml when it exists].
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// `outflow check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+/// `outflow deliver`.
+#[derive(Debug, Args)]
+#[command(after_help = "Template variables available in paths, URLs and headers:\n  \
+    job_uuid job_id task_name task_version task_id execution_id priority schedule_id\n  \
+    environment timestamp date time year month day hour minute second duration_ms status\n  \
+    output_data output_size delivery_id meta.<key> and every --var name.\n\n\
+    Exit status: 0 when every destination succeeded, 1 otherwise.")]
+pub struct DeliverArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Deliver to this global destination (repeatable). Without --to and --dest, every
+    /// global destination is used.
+    #[arg(long = "to", value_name = "NAME")]
+    pub to: Vec<String>,
+    /// An inline destination as JSON, e.g. '{"type":"filesystem","path":"/tmp/{{job_uuid}}.json"}'
+    /// (repeatable; works without a config file).
+    #[arg(long = "dest", value_name = "JSON")]
+    pub dest: Vec<String>,
+    /// A template variable, `key=value` (repeatable).
+    #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub vars: Vec<(String, String)>,
+    /// Job metadata for `{{meta.<key>}}`, `key=value` (repeatable).
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub meta: Vec<(String, String)>,
+    /// The job's id: a UUID sets `job_uuid`, a number sets `job_id` [default: a new UUIDv7].
+    #[arg(long, value_name = "ID")]
+    pub job_id: Option<String>,
+    /// `{{task_name}}`.
+    #[arg(long, value_name = "NAME")]
+    pub task_name: Option<String>,
+    /// `{{task_version}}`.
+    #[arg(long, value_name = "VERSION")]
+    pub task_version: Option<String>,
+    /// `{{status}}` of the job that produced the output.
+    #[arg(long, default_value = "completed", value_name = "STATUS")]
+    pub status: String,
+    /// `{{priority}}`: low, normal, high or urgent.
+    #[arg(long, default_value = "normal", value_name = "PRIORITY")]
+    pub priority: String,
+    /// Treat the input as raw bytes (text or binary) instead of detecting JSON.
+    #[arg(long)]
+    pub raw: bool,
+    /// Validate and show where the output would go, without delivering. Secrets are masked.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the results as JSON (for scripts).
+    #[arg(long)]
+    pub json: bool,
+    /// The output to deliver: a file, or `-` / nothing for stdin.
+    #[arg(value_name = "INPUT")]
+    pub input: Option<PathBuf>,
+}
+
+/// `outflow test-destinations`.
+#[derive(Debug, Args)]
+pub struct TestDestinationsArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Only these global destinations (repeatable) [default: all].
+    #[arg(long = "to", value_name = "NAME")]
+    pub to: Vec<String>,
+    /// An inline destination as JSON (repeatable).
+    #[arg(long = "dest", value_name = "JSON")]
+    pub dest: Vec<String>,
+    /// Print `{"data": [...]}` as JSON, like the REST API.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `outflow webhook ...`.
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// Print the `webhook-signature` value for a message.
+    Sign(SignArgs),
+    /// Verify a `webhook-signature` header; exit 0 when valid, 1 otherwise.
+    Verify(VerifyArgs),
+}
+
+/// The message being signed or verified.
+#[derive(Debug, Args)]
+pub struct MessageArgs {
+    /// The signing secret: `whsec_<base64>` or a plain string [env: OUTFLOW_WEBHOOK_SECRET].
+    #[arg(long, env = "OUTFLOW_WEBHOOK_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// The `webhook-id` header.
+    #[arg(long)]
+    pub id: String,
+    /// The `webhook-timestamp` header (unix seconds).
+    #[arg(long, allow_negative_numbers = true)]
+    pub timestamp: i64,
+    /// The body: a file, or `-` / nothing for stdin.
+    #[arg(value_name = "BODY")]
+    pub body: Option<PathBuf>,
+}
+
+/// `outflow webhook sign`.
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    #[command(flatten)]
+    pub message: MessageArgs,
+}
+
+/// `outflow webhook verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub message: MessageArgs,
+    /// The `webhook-signature` header (one or more space-separated `v1,<base64>`).
+    #[arg(long)]
+    pub signature: String,
+    /// Skip the ±5 minute timestamp window check.
+    #[arg(long)]
+    pub no_tolerance: bool,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got '{s}'")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn key_value_parsing() {
+        assert_eq!(parse_key_value("a=b=c").unwrap(), ("a".into(), "b=c".into()));
+        assert!(parse_key_value("=x").is_err());
+        assert!(parse_key_value("novalue").is_err());
+    }
+}

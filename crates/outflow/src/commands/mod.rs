@@ -1,0 +1,7 @@
+//! One module per subcommand. Each `run` returns the process exit code; errors bubble up as
+//! `anyhow::Error` and are printed once by `main`.
+
+pub mod check;
+pub mod deliver;
+pub mod test_destinations;
+pub mod webhook;
