@@ -62,6 +62,29 @@ const ENTRIES: &[Entry] = &[
     Entry { kind: "webhook", build: crate::webhook::build },
 ];
 
+/// Types on the roadmap (DESIGN.md §2) that this version does not build yet: naming one is a
+/// clear "not supported yet" error rather than "unknown type".
+const PLANNED: &[&str] = &[
+    "postgresql",
+    "mysql",
+    "sqlite",
+    "database",
+    "s3",
+    "kafka",
+    "rabbitmq",
+    "nats",
+    "mqtt",
+    "redis",
+    "elasticsearch",
+    "opensearch",
+    "smtp",
+    "slack",
+    "discord",
+    "mongodb",
+    "dynamodb",
+    "cassandra",
+];
+
 /// Builds destinations from specs with a set of defaults.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
@@ -92,6 +115,14 @@ impl Registry {
     ) -> Result<Arc<dyn Destination>, Vec<ConfigError>> {
         match ENTRIES.iter().find(|e| e.kind == spec.kind) {
             Some(entry) => (entry.build)(spec, &self.defaults, path),
+            None if PLANNED.contains(&spec.kind.as_str()) => Err(vec![ConfigError::new(
+                format!("{path}.type"),
+                format!(
+                    "destination type '{}' is not supported yet by this version of outflow; supported: {}",
+                    spec.kind,
+                    Self::kinds().join(", ")
+                ),
+            )]),
             None => Err(vec![ConfigError::new(
                 format!("{path}.type"),
                 format!(
