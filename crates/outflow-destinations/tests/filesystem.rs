@@ -501,3 +501,22 @@ async fn check_fails_for_missing_directory_or_file_in_the_way() {
         )
     );
 }
+
+#[test]
+fn bad_permissions_are_a_config_error_at_their_path() {
+    let errs =
+        build(json!({"type": "filesystem", "path": "/tmp/x", "permissions": "0968"})).unwrap_err();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].path, "d.permissions");
+    assert!(errs[0].message.ends_with("got \"0968\""), "{}", errs[0].message);
+}
+
+#[tokio::test]
+async fn existing_directory_is_used_when_create_dirs_is_false() {
+    let dir = TempDir::new().unwrap();
+    let target = p(&dir, "x.json");
+    let d =
+        dest(json!({"type": "filesystem", "path": target, "create_dirs": false, "format": "raw"}));
+    deliver(&*d, &Output::Text("plain".into())).await.unwrap();
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "plain");
+}
