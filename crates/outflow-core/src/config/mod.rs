@@ -119,19 +119,31 @@ pub trait DestinationCatalog {
 }
 
 pub mod env;
+mod load;
 mod model;
+mod redact;
+#[cfg(test)]
+mod tests;
 
 pub use env::{EnvSource, ProcessEnv};
+pub use load::{
+    CONFIG_ENV_VAR, DEFAULT_CONFIG_FILE, LOG_FORMATS, LOG_LEVELS, resolve_config_path,
+    resolve_config_path_in, yaml_to_tree,
+};
 pub use model::{Config, GlobalDestination, LoggingConfig, OutputConfig};
+pub use redact::redact;
 
 impl Config {
     /// Parses YAML text. Always returns a config (defaults where a value was invalid) and
     /// every problem found, so callers can report them all at once. Destination bodies are
     /// split into [`DestinationSpec`]s but not validated: see
     /// [`Config::validate_destinations`].
+    ///
+    /// Errors come in document order; a YAML syntax error is reported alone (there is no tree
+    /// to check). An empty text is all defaults, with `OUTFLOW_*` overrides still applied.
     pub fn parse(text: &str, env: &dyn EnvSource) -> (Config, Vec<ConfigError>) {
-        let _ = (text, env);
-        (Config::default(), vec![ConfigError::new("", "config loading: not implemented yet")])
+        let parsed = load::parse_document(text, env);
+        (parsed.config, parsed.errors)
     }
 
     /// Validates every global destination's body with `catalog`.
@@ -139,11 +151,10 @@ impl Config {
         self.output
             .global_destinations
             .iter()
-            .enumerate()
-            .flat_map(|(i, g)| {
+            .flat_map(|g| {
                 catalog.validate(
                     &g.destination,
-                    &format!("output.global_destinations[{i}].destination"),
+                    &format!("output.global_destinations[{}].destination", g.index),
                 )
             })
             .collect()

@@ -56,6 +56,10 @@ pub struct GlobalDestination {
     pub name: String,
     /// Free text.
     pub description: Option<String>,
+    /// Position in `output.global_destinations` as written. Entries with errors are left out
+    /// of the list, so this can differ from the position in the `Vec`; error paths
+    /// (`output.global_destinations[{index}].destination`) must use this one.
+    pub index: usize,
     /// The destination body, validated by the destination catalog.
     pub destination: DestinationSpec,
 }
