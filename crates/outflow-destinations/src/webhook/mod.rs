@@ -1,10 +1,83 @@
 //! The webhook destination: signed HTTP requests with auth, retries and an SSRF guard.
+//!
+//! ```yaml
+//! type: webhook
+//! url: "https://hooks.example.com/task/{{task_name}}"   # template; http or https
+//! method: POST                 # GET, POST, PUT, PATCH, DELETE (any case); default POST
+//! headers:                     # values are templates
+//!   X-Job: "{{job_uuid}}"
+//! timeout_seconds: 30          # or "30s"; default output.default_timeout
+//! content_type: application/json
+//! format: json                 # optional; default: the JSON envelope below
+//! retry_policy: { max_attempts: 5 }
+//! retry_on_status: [429, 503]  # replaces the default retryable list
+//! allow_private_networks: false
+//! allowed_hosts: ["hooks.internal", "10.1.0.0/16"]
+//! auth: { type: signature, secret: "${WEBHOOK_SECRET}", algorithm: sha256 }
+//! ```
+//!
+//! **Body.** With a `format`, the body is the output in that format. Without one it is a
+//! compact JSON envelope, keys in this order: `delivery_id`, `job_uuid`, `job_id`,
+//! `task_name`, `task_version`, `status`, `priority`, `environment`, `timestamp` (ISO 8601
+//! UTC), `duration_ms`, `metadata` (the job metadata object) and `output` (the parsed
+//! output: JSON as-is, text as a string, binary as a base64 string); absent values are
+//! `null`. `GET` and `DELETE` send no body at all, so the output is not sent with them
+//! (use the URL or headers templates to pass what the receiver needs).
+//!
+//! **Headers.** Every request carries `User-Agent: outflow/<version>`, `Content-Type`, and
+//! `webhook-id` (the delivery id, identical on every retry: the receiver's idempotency
+//! key). `auth: {type: signature}` adds the Standard Webhooks `webhook-timestamp` and
+//! `webhook-signature` computed over the exact body bytes sent.
+//!
+//! **URL variables** in the path and query are percent-encoded (everything but
+//! `A-Z a-z 0-9 - . _ ~`), so a value cannot add path segments or query parameters;
+//! variables in the scheme/host part are inserted as they are.
+//!
+//! **Network safety.** Host names are resolved by a [`resolver::PolicyResolver`] that drops
+//! every address the [`NetworkPolicy`](outflow_core::netpolicy::NetworkPolicy) refuses and
+//! hands reqwest only the checked ones, so the connection goes to an address that was
+//! checked. Literal IP hosts are checked before sending. Redirects are *not followed*: a
+//! redirect could point at an internal address the check never saw, so a 3xx is a
+//! permanent failure naming the `Location`. Environment proxies (`HTTP_PROXY`...) are
+//! ignored for the same reason: through a proxy, the proxy would resolve the host.
+//!
+//! **Outcome.** One attempt per [`Destination::deliver`] call. 2xx succeeds. Statuses in
+//! the retryable list (default 408, 425, 429, 500, 502, 503, 504) are retryable, with a
+//! `Retry-After` on 429/503 passed on to the runner; other statuses are permanent.
+//! Timeouts and connection errors are retryable; template, format and policy failures are
+//! permanent. Responses are read up to [`MAX_RESPONSE_BYTES`] (the rest is dropped, the
+//! attempt is still judged by its status) and their first 4 KiB are kept.
 
+pub mod auth;
+pub mod config;
+pub mod resolver;
+
+use std::cell::Cell;
+use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
+use async_trait::async_trait;
+use outflow_core::attempt::response_excerpt;
 use outflow_core::config::{ConfigError, DestinationSpec};
+use outflow_core::context::{JobContext, RenderContext};
+use outflow_core::output::Output;
+use outflow_core::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
+use outflow_core::secret::MASK;
+use outflow_core::template::VarSource;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
 
-use crate::{BuildDefaults, Destination};
+use self::config::{WebhookConfig, validate_parsed};
+use self::resolver::{PolicyResolver, ResolveError, check_literal};
+use crate::{Attempt, BuildDefaults, CheckReport, DeliveryError, DeliveryReceipt, Destination};
+
+/// How much of a response body is read; the rest is dropped unread.
+pub const MAX_RESPONSE_BYTES: usize = 10 * 1024 * 1024;
+
+/// The `User-Agent` of every request.
+pub const USER_AGENT: &str = concat!("outflow/", env!("CARGO_PKG_VERSION"));
 
 /// Parses and validates a `type: webhook` body.
 pub fn build(
@@ -12,6 +85,429 @@ pub fn build(
     defaults: &BuildDefaults,
     path: &str,
 ) -> Result<Arc<dyn Destination>, Vec<ConfigError>> {
-    let _ = (spec, defaults);
-    Err(vec![ConfigError::new(path, "webhook destination: not implemented yet")])
+    let cfg = WebhookConfig::parse(spec, defaults, path)?;
+    let dest = WebhookDestination::new(cfg).map_err(|e| vec![ConfigError::new(path, e)])?;
+    Ok(Arc::new(dest))
+}
+
+/// A configured webhook with its own pooled HTTP client.
+pub struct WebhookDestination {
+    cfg: WebhookConfig,
+    client: reqwest::Client,
+    resolver: PolicyResolver,
+}
+
+impl fmt::Debug for WebhookDestination {
+    /// Header values are left out: after `${VAR}` expansion they may hold tokens.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let header_names: Vec<&str> = self.cfg.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("WebhookDestination")
+            .field("url", &mask_password(self.cfg.url.source()))
+            .field("method", &self.cfg.method)
+            .field("headers", &header_names)
+            .field("timeout", &self.cfg.timeout)
+            .field("content_type", &self.cfg.content_type)
+            .field("format", &self.cfg.format.as_ref().map(|f| f.name()))
+            .field("auth", &self.cfg.auth.as_ref().map(auth::Auth::kind))
+            .field("retry_policy", &self.cfg.retry_policy)
+            .field("retry_on_status", &self.cfg.retry_on_status)
+            .field("network", &self.cfg.network)
+            .finish()
+    }
+}
+
+impl WebhookDestination {
+    /// Builds the destination's HTTP client. Fails only if the TLS backend cannot start.
+    pub fn new(cfg: WebhookConfig) -> Result<Self, String> {
+        let resolver = PolicyResolver::new(Arc::new(cfg.network.clone()));
+        let client = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout)
+            .dns_resolver(resolver.clone())
+            .build()
+            .map_err(|e| format!("cannot create the HTTP client: {}", error_chain(&e)))?;
+        Ok(WebhookDestination { cfg, client, resolver })
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> &WebhookConfig {
+        &self.cfg
+    }
+
+    /// Renders the URL for one delivery: origin variables verbatim, later ones
+    /// percent-encoded.
+    fn render_url(&self, ctx: &dyn VarSource) -> Result<url::Url, DeliveryError> {
+        let index = Cell::new(0usize);
+        let origin_vars = self.cfg.origin_vars;
+        let escape = |v: &str| {
+            let i = index.get();
+            index.set(i + 1);
+            if i < origin_vars { v.to_string() } else { percent_encode(v) }
+        };
+        let source = mask_password(self.cfg.url.source());
+        let rendered = self.cfg.url.render_with(ctx, &escape).map_err(|e| {
+            DeliveryError::permanent(format!("cannot render URL template '{source}': {e}"))
+        })?;
+        let url = url::Url::parse(&rendered)
+            .map_err(|e| format!("Invalid URL format: {e}; expected {}", config::URL_EXPECTED))
+            .and_then(|u| validate_parsed(&u).map(|()| u))
+            .map_err(|msg| DeliveryError::permanent(format!("{msg} (URL template '{source}')")))?;
+        Ok(url)
+    }
+
+    /// The request body for one delivery.
+    fn body(&self, ctx: &RenderContext<'_>) -> Result<Vec<u8>, DeliveryError> {
+        match &self.cfg.format {
+            Some(format) => format.render(ctx).map_err(|e| DeliveryError::permanent(e.to_string())),
+            None => Ok(serde_json::to_vec(&envelope(ctx)).expect("JSON values always serialize")),
+        }
+    }
+
+    /// The request headers except auth, which needs the final body.
+    fn headers(&self, ctx: &RenderContext<'_>) -> Result<HeaderMap, DeliveryError> {
+        let mut headers = HeaderMap::new();
+        for (name, template) in &self.cfg.headers {
+            let value = template.render(ctx).map_err(|e| {
+                DeliveryError::permanent(format!("cannot render header '{name}': {e}"))
+            })?;
+            let value = HeaderValue::from_str(&value).map_err(|_| {
+                DeliveryError::permanent(format!(
+                    "header '{name}' rendered to a value with characters not allowed in HTTP \
+                     headers (control characters or non-ASCII)"
+                ))
+            })?;
+            headers.insert(name.clone(), value);
+        }
+        headers.insert(CONTENT_TYPE, self.cfg.content_type.clone());
+        let id = HeaderValue::from_str(ctx.delivery_id).map_err(|_| {
+            DeliveryError::permanent("the delivery id is not a valid HTTP header value")
+        })?;
+        headers.insert(HeaderName::from_static(auth::headers::WEBHOOK_ID), id);
+        Ok(headers)
+    }
+
+    /// Classifies a failed `send`.
+    fn send_error(&self, err: &reqwest::Error, target: &str) -> DeliveryError {
+        if let Some(refusal) = ResolveError::refusal_in(err) {
+            return DeliveryError::permanent(format!("refused to connect to {target}: {refusal}"));
+        }
+        if err.is_timeout() {
+            return DeliveryError::retryable(format!(
+                "Request timeout after {} ({} {target})",
+                human_duration(self.cfg.timeout),
+                self.cfg.method
+            ));
+        }
+        if err.is_builder() {
+            return DeliveryError::permanent(format!(
+                "cannot build the request to {target}: {}",
+                error_chain(err)
+            ));
+        }
+        DeliveryError::retryable(format!("Connection to {target} failed: {}", error_chain(err)))
+    }
+
+    /// Judges a response by its status.
+    fn judge(
+        &self,
+        status: StatusCode,
+        response_headers: &HeaderMap,
+        body: &[u8],
+        target: String,
+        sent: u64,
+    ) -> Result<DeliveryReceipt, DeliveryError> {
+        let code = status.as_u16();
+        let excerpt = (!body.is_empty()).then(|| response_excerpt(body));
+        if status.is_success() {
+            return Ok(DeliveryReceipt {
+                target,
+                status_code: Some(code),
+                bytes: sent,
+                response_excerpt: excerpt,
+            });
+        }
+        let label = match status.canonical_reason() {
+            Some(reason) => format!("HTTP {code} {reason} from {target}"),
+            None => format!("HTTP {code} from {target}"),
+        };
+        let err = if is_retryable_status(code, self.cfg.retry_on_status.as_deref()) {
+            let retry_after = matches!(code, 429 | 503)
+                .then(|| response_headers.get(RETRY_AFTER))
+                .flatten()
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, SystemTime::now()));
+            DeliveryError::retryable(label).with_retry_after(retry_after)
+        } else if status.is_redirection() {
+            let location = response_headers
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(mask_password)
+                .unwrap_or_else(|| "none given".into());
+            DeliveryError::permanent(format!(
+                "{label}: redirects are not followed (Location: {location}); a redirect could \
+                 lead to an address the network policy never checked, so configure the final URL"
+            ))
+        } else {
+            DeliveryError::permanent(label)
+        };
+        Err(err.with_status(code).with_excerpt(excerpt))
+    }
+
+    /// The URL `check` connects to: the literal one, or one rendered for a sample job when
+    /// only path variables are templated.
+    fn check_url(&self) -> Result<url::Url, DeliveryError> {
+        let job = JobContext::new_now();
+        let output = Output::Json(Value::Null);
+        let sample = RenderContext::new(&job, &output, "check");
+        if self.cfg.origin_vars == 0 {
+            // Path variables may have no value for a sample job; the origin is all we need.
+            let literal = SampleVars(&sample);
+            return self.render_url(&literal);
+        }
+        self.render_url(&sample).map_err(|e| {
+            DeliveryError::permanent(format!(
+                "cannot check a webhook whose host comes from template variables without a \
+                 job: {}",
+                e.message
+            ))
+        })
+    }
+}
+
+/// Renders variables from a sample job, with a placeholder for those it has no value for.
+struct SampleVars<'a>(&'a RenderContext<'a>);
+
+impl VarSource for SampleVars<'_> {
+    fn var(
+        &self,
+        name: &str,
+    ) -> Result<std::borrow::Cow<'_, str>, outflow_core::template::TemplateError> {
+        Ok(self.0.var(name).unwrap_or(std::borrow::Cow::Borrowed("x")))
+    }
+}
+
+/// The default body: the job context and the parsed output (see the module docs).
+pub fn envelope(ctx: &RenderContext<'_>) -> Value {
+    let job = ctx.job;
+    json!({
+        "delivery_id": ctx.delivery_id,
+        "job_uuid": job.job_uuid.to_string(),
+        "job_id": job.job_id,
+        "task_name": job.task_name,
+        "task_version": job.task_version,
+        "status": job.status,
+        "priority": job.priority.as_str(),
+        "environment": job.environment,
+        "timestamp": ctx.var("timestamp").map(|t| t.into_owned()).ok(),
+        "duration_ms": job.duration_ms,
+        "metadata": job.metadata,
+        "output": ctx.output.to_json_value(),
+    })
+}
+
+fn has_body(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::DELETE)
+}
+
+#[async_trait]
+impl Destination for WebhookDestination {
+    fn kind(&self) -> &'static str {
+        "webhook"
+    }
+
+    fn describe(&self) -> String {
+        mask_password(self.cfg.url.source())
+    }
+
+    fn retry_policy(&self) -> &RetryPolicy {
+        &self.cfg.retry_policy
+    }
+
+    async fn deliver(&self, attempt: Attempt<'_>) -> Result<DeliveryReceipt, DeliveryError> {
+        let ctx = attempt.render;
+        let url = self.render_url(&ctx)?;
+        let target = mask_password(url.as_str());
+        if let Some(host) = url.host() {
+            check_literal(&self.cfg.network, &host).map_err(|msg| {
+                DeliveryError::permanent(format!("refused to connect to {target}: {msg}"))
+            })?;
+        }
+        let mut headers = self.headers(&ctx)?;
+        let body = if has_body(&self.cfg.method) { self.body(&ctx)? } else { Vec::new() };
+        if let Some(auth) = &self.cfg.auth {
+            let now = chrono::Utc::now().timestamp();
+            auth.apply(&mut headers, ctx.delivery_id, now, &body);
+        }
+        let sent = body.len() as u64;
+        let mut request = self.client.request(self.cfg.method.clone(), url).headers(headers);
+        if has_body(&self.cfg.method) {
+            request = request.body(body);
+        }
+        tracing::debug!(target = %target, method = %self.cfg.method, attempt = attempt.number,
+            bytes = sent, "sending webhook");
+        let mut response = request.send().await.map_err(|e| self.send_error(&e, &target))?;
+        let status = response.status();
+        let response_headers = response.headers().clone();
+        let body = read_capped(&mut response, &target).await;
+        self.judge(status, &response_headers, &body, target, sent)
+    }
+
+    async fn check(&self) -> Result<CheckReport, DeliveryError> {
+        let started = Instant::now();
+        let url = self.check_url()?;
+        let host = url.host().expect("validated URLs have a host");
+        let port = url.port_or_known_default().expect("http and https have default ports");
+        let target = match &host {
+            url::Host::Ipv6(ip) => format!("[{ip}]:{port}"),
+            other => format!("{other}:{port}"),
+        };
+        let ips = match &host {
+            url::Host::Ipv4(ip) => vec![std::net::IpAddr::V4(*ip)],
+            url::Host::Ipv6(ip) => vec![std::net::IpAddr::V6(*ip)],
+            url::Host::Domain(_) => Vec::new(),
+        };
+        let ips = if ips.is_empty() {
+            self.resolver.resolve_allowed(&host.to_string()).await.map_err(|e| match e {
+                ResolveError::Refused(m) => {
+                    DeliveryError::permanent(format!("refused to connect to {target}: {m}"))
+                }
+                ResolveError::Lookup(m) => DeliveryError::retryable(m),
+            })?
+        } else {
+            check_literal(&self.cfg.network, &host).map_err(|m| {
+                DeliveryError::permanent(format!("refused to connect to {target}: {m}"))
+            })?;
+            ips
+        };
+        let mut last = String::new();
+        for ip in ips {
+            let connect = tokio::net::TcpStream::connect((ip, port));
+            match tokio::time::timeout(self.cfg.timeout, connect).await {
+                Ok(Ok(_stream)) => {
+                    return Ok(CheckReport { target, elapsed: started.elapsed() });
+                }
+                Ok(Err(e)) => last = format!("cannot connect to {target} ({ip}): {e}"),
+                Err(_) => {
+                    last = format!(
+                        "connecting to {target} ({ip}) timed out after {}",
+                        human_duration(self.cfg.timeout)
+                    );
+                }
+            }
+        }
+        Err(DeliveryError::retryable(last))
+    }
+}
+
+/// Reads a response body up to [`MAX_RESPONSE_BYTES`]. A read error ends the body early:
+/// the status line already arrived, and the attempt is judged by it.
+async fn read_capped(response: &mut reqwest::Response, target: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = MAX_RESPONSE_BYTES - body.len();
+                if chunk.len() >= room {
+                    body.extend_from_slice(&chunk[..room]);
+                    tracing::debug!(target = %target, "response body cut at {MAX_RESPONSE_BYTES} bytes");
+                    break;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(target = %target, error = %error_chain(&e),
+                    "reading the response body failed; judging by status");
+                break;
+            }
+        }
+    }
+    body
+}
+
+/// An error and its causes, `: `-separated. reqwest's own top-level text is skipped when
+/// there is a cause (it is generic and its URL form could carry credentials).
+fn error_chain(err: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cur = std::error::Error::source(err);
+    while let Some(e) = cur {
+        let text = e.to_string();
+        if !parts.contains(&text) {
+            parts.push(text);
+        }
+        cur = e.source();
+    }
+    if parts.is_empty() {
+        parts.push(match err.url() {
+            Some(_) => "request failed".to_string(),
+            None => err.to_string(),
+        });
+    }
+    parts.join(": ")
+}
+
+/// `30s`, `1.5s`, `250ms`.
+fn human_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.as_secs() == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}s", d.as_secs_f64())
+    }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Replaces the password of a URL's userinfo (`https://user:pw@host/`) with the mask. Works
+/// on templates as written as well as rendered URLs.
+pub fn mask_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else { return url.to_string() };
+    let start = scheme_end + 3;
+    let end = url[start..].find(['/', '?', '#']).map_or(url.len(), |i| start + i);
+    let Some(at) = url[start..end].rfind('@') else { return url.to_string() };
+    let userinfo = &url[start..start + at];
+    match userinfo.find(':') {
+        Some(colon) => format!("{}:{MASK}{}", &url[..start + colon], &url[start + at..]),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(mask_password("https://u:pw@h.example/x@y"), "https://u:********@h.example/x@y");
+        assert_eq!(mask_password("https://u@h/"), "https://u@h/");
+        assert_eq!(mask_password("https://h/?a=b:c@d"), "https://h/?a=b:c@d");
+        assert_eq!(mask_password("no url"), "no url");
+    }
+
+    #[test]
+    fn path_values_are_encoded() {
+        assert_eq!(percent_encode("a b/c?d=é~"), "a%20b%2Fc%3Fd%3D%C3%A9~");
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(human_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(human_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(human_duration(Duration::from_millis(1500)), "1.5s");
+    }
 }
