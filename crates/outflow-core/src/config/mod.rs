@@ -84,7 +84,9 @@ impl DestinationSpec {
             ));
         };
         let mut fields = map.clone();
-        match fields.remove("type") {
+        // `shift_remove` keeps the other keys in document order (plain `remove` swaps the
+        // last key into the hole), so dumps and error order follow the file.
+        match fields.shift_remove("type") {
             Some(Value::String(kind)) => Ok(DestinationSpec { kind, fields }),
             Some(other) => Err(ConfigError::new(
                 format!("{path}.type"),

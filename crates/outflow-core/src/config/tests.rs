@@ -761,6 +761,16 @@ fn redacted_dump_never_shows_a_secret() {
     let yaml = config.redacted_yaml();
     assert!(!yaml.contains("tok-SECRET-123"), "{yaml}");
     assert!(yaml.contains(&format!("token: '{MASK}'")), "{yaml}");
+    // Keys keep the file's order.
+    let expected = [
+        "    destination:",
+        "      type: filesystem",
+        "      path: /var/log/ratchet/outputs/{{environment}}/{{job_uuid}}.json",
+        "      format: json",
+        "      permissions: '644'",
+        "",
+    ];
+    assert!(yaml.contains(&expected.join("\n")), "{yaml}");
     // Everything else survives: parsing the dump back gives the same config, token aside.
     let mut reparsed = parse_ok(&yaml, &no_env());
     reparsed.output.global_destinations[1]
@@ -801,4 +811,37 @@ fn redaction_covers_api_keys_headers_and_urls() {
     assert_eq!(r["e"][0], format!("https://user:{MASK}@example.com/p?token={MASK}&x=1#frag"));
     assert_eq!(r["f"]["value"], "not an api key block");
     assert_eq!(r["b"]["auth"]["password"], MASK);
+}
+
+#[test]
+fn merge_keys_and_number_keys_are_accepted() {
+    let text = "\
+x-base: &base
+  type: webhook
+  url: https://example.com/hook
+output:
+  global_destinations:
+    - name: a
+      destination:
+        <<: *base
+        retry_on_status: {503: true}
+";
+    // `x-base` is not a section, so it is still reported; the merge itself worked.
+    let (config, errors) = Config::parse(text, &no_env());
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].path, "x-base");
+    let spec = &config.output.global_destinations[0].destination;
+    assert_eq!(spec.kind, "webhook");
+    assert_eq!(
+        Value::Object(spec.fields.clone()),
+        json!({"url": "https://example.com/hook", "retry_on_status": {"503": true}})
+    );
+}
+
+#[test]
+fn redacted_dump_keeps_sub_second_timeouts() {
+    let config = parse_ok("output:\n  default_timeout: 1500ms\n", &no_env());
+    let yaml = config.redacted_yaml();
+    assert!(yaml.contains("default_timeout: 1500ms\n"), "{yaml}");
+    assert_eq!(parse_ok(&yaml, &no_env()), config);
 }
