@@ -80,12 +80,11 @@ pub(crate) fn parse(
             None
         }
     });
-    if let (Some(t), Some(base)) = (&target, &base_dir) {
-        if t.source().starts_with('/') {
-            if let Some(msg) = static_prefix_conflict(t, base) {
-                r.error("path", msg);
-            }
-        }
+    if let (Some(t), Some(base)) = (&target, &base_dir)
+        && t.source().starts_with('/')
+        && let Some(msg) = static_prefix_conflict(t, base)
+    {
+        r.error("path", msg);
     }
 
     let retry_policy = r

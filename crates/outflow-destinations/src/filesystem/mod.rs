@@ -122,13 +122,13 @@ fn check_rendered(rendered: &str, base_dir: Option<&Path>) -> Result<PathBuf, De
         )));
     }
     let normalized = config::normalize(path);
-    if let Some(base) = base_dir {
-        if !normalized.starts_with(base) || normalized == base {
-            return Err(DeliveryError::permanent(format!(
-                "rendered path '{rendered}' is outside base_dir '{}'",
-                base.display()
-            )));
-        }
+    if let Some(base) = base_dir
+        && (!normalized.starts_with(base) || normalized == base)
+    {
+        return Err(DeliveryError::permanent(format!(
+            "rendered path '{rendered}' is outside base_dir '{}'",
+            base.display()
+        )));
     }
     Ok(normalized)
 }

@@ -27,7 +27,7 @@ pub(crate) struct WriteOptions {
 /// whether waiting can fix it: permissions, missing or read-only places and existing files
 /// will not change by themselves; a full disk or an interrupted call may.
 pub(crate) fn io_error(action: &str, path: &Path, e: &io::Error) -> DeliveryError {
-    let message = format!("cannot {action} '{}': {e}", path.display());
+    let message = format!("cannot {action} '{}': {}", path.display(), os_error_text(e));
     match e.kind() {
         ErrorKind::PermissionDenied
         | ErrorKind::NotFound
@@ -39,6 +39,22 @@ pub(crate) fn io_error(action: &str, path: &Path, e: &io::Error) -> DeliveryErro
         | ErrorKind::InvalidInput => DeliveryError::permanent(message),
         _ => DeliveryError::retryable(message),
     }
+}
+
+/// The OS error's own text ("Permission denied (os error 13)"). `tempfile` wraps its errors
+/// to append "at path <temp file>", a random name that would only confuse a reader of the
+/// message, which already names the directory.
+fn os_error_text(e: &io::Error) -> String {
+    let mut text = e.to_string();
+    // tempfile's wrapper keeps only the kind, not the OS code, so its suffix is cut from the
+    // text; OS errors themselves never contain it.
+    if e.raw_os_error().is_none()
+        && e.get_ref().is_some()
+        && let Some(at) = text.rfind(" at path \"")
+    {
+        text.truncate(at);
+    }
+    text
 }
 
 /// Writes `bytes` to `target` atomically; returns the number of bytes written.
@@ -223,6 +239,14 @@ mod tests {
         assert!(io_error("write", p, &full).is_retryable());
         let interrupted = io::Error::from(ErrorKind::Interrupted);
         assert!(io_error("write", p, &interrupted).is_retryable());
+        let wrapped = io::Error::new(
+            ErrorKind::PermissionDenied,
+            "Permission denied (os error 13) at path \"/x/.tmpAb12\"",
+        );
+        assert_eq!(
+            io_error("create a file in", p, &wrapped).message,
+            "cannot create a file in '/x': Permission denied (os error 13)"
+        );
         let rofs = io::Error::from_raw_os_error(30); // EROFS
         assert!(!io_error("write", p, &rofs).is_retryable());
     }
