@@ -14,9 +14,12 @@ use hmac::{Hmac, Mac};
 use outflow_core::attempt::FailureClass;
 use outflow_core::config::{ConfigError, DestinationSpec};
 use outflow_core::context::{JobContext, Priority, RenderContext};
+use outflow_core::netpolicy::NetworkPolicy;
 use outflow_core::output::Output;
 use outflow_destinations::runner::{NamedDestination, deliver_all};
-use outflow_destinations::{Attempt, DeliveryError, DeliveryReceipt, Destination, Registry};
+use outflow_destinations::{
+    Attempt, BuildDefaults, DeliveryError, DeliveryReceipt, Destination, Registry,
+};
 use receiver::{Receiver, Reply};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -253,6 +256,21 @@ async fn slow_server_is_a_retryable_timeout() {
 }
 
 #[tokio::test]
+async fn global_defaults_apply_when_the_destination_is_silent() {
+    let rx =
+        Receiver::start(vec![Reply::status(200, "late").delayed(Duration::from_secs(3))]).await;
+    let defaults = BuildDefaults {
+        timeout: Duration::from_secs(1),
+        network: NetworkPolicy { allow_private_networks: true, allowed_hosts: Vec::new() },
+        ..BuildDefaults::default()
+    };
+    let dest = Registry::new(defaults).build(&spec(json!({"url": rx.url("/d")})), "d").unwrap();
+    let err = deliver_once(&dest, &job(), "dlv_d").await.unwrap_err();
+    assert!(err.message.starts_with("Request timeout after 1s"), "{}", err.message);
+    assert_eq!(rx.requests().len(), 1, "the global allow-list let 127.0.0.1 through");
+}
+
+#[tokio::test]
 async fn responses_over_ten_megabytes_are_cut_and_judged_by_status() {
     let big = vec![b'z'; 12 * 1024 * 1024];
     let rx = Receiver::start(vec![
@@ -337,11 +355,23 @@ async fn private_addresses_are_refused_without_the_allow_setting() {
         let err = deliver_once(&dest, &job(), "dlv_1").await.unwrap_err();
         assert!(!err.is_retryable(), "{url}: {}", err.message);
         assert!(err.message.contains("allow_private_networks"), "{}", err.message);
-        assert!(err.message.contains(&format!("refused to connect to {url}")), "{}", err.message);
+        let prefix = format!("{url} blocked by the SSRF guard: refusing to connect to ");
+        assert!(err.message.starts_with(&prefix), "{}", err.message);
         let check = dest.check().await.unwrap_err();
         assert!(!check.is_retryable());
+        let prefix = format!("localhost:{port} blocked by the SSRF guard: ");
+        let prefix_ip = format!("127.0.0.1:{port} blocked by the SSRF guard: ");
+        assert!(
+            check.message.starts_with(&prefix) || check.message.starts_with(&prefix_ip),
+            "{}",
+            check.message
+        );
         assert!(check.message.contains("allow_private_networks"), "{}", check.message);
     }
+    let v6 = build(json!({"url": format!("http://[::1]:{port}/x")}));
+    let err = deliver_once(&v6, &job(), "dlv_1").await.unwrap_err();
+    assert!(!err.is_retryable());
+    assert!(err.message.contains("refusing to connect to ::1"), "{}", err.message);
     let literal = build(json!({"url": rx.url("/x")}));
     let err = deliver_once(&literal, &job(), "dlv_1").await.unwrap_err();
     assert!(err.message.contains("127.0.0.1"), "{}", err.message);

@@ -192,7 +192,7 @@ impl WebhookDestination {
     /// Classifies a failed `send`.
     fn send_error(&self, err: &reqwest::Error, target: &str) -> DeliveryError {
         if let Some(refusal) = ResolveError::refusal_in(err) {
-            return DeliveryError::permanent(format!("refused to connect to {target}: {refusal}"));
+            return blocked(&target, &refusal.to_string());
         }
         if err.is_timeout() {
             return DeliveryError::retryable(format!(
@@ -331,9 +331,7 @@ impl Destination for WebhookDestination {
         let url = self.render_url(&ctx)?;
         let target = mask_password(url.as_str());
         if let Some(host) = url.host() {
-            check_literal(&self.cfg.network, &host).map_err(|msg| {
-                DeliveryError::permanent(format!("refused to connect to {target}: {msg}"))
-            })?;
+            check_literal(&self.cfg.network, &host).map_err(|msg| blocked(&target, &msg))?;
         }
         let mut headers = self.headers(&ctx)?;
         let body = if has_body(&self.cfg.method) { self.body(&ctx)? } else { Vec::new() };
@@ -371,15 +369,11 @@ impl Destination for WebhookDestination {
         };
         let ips = if ips.is_empty() {
             self.resolver.resolve_allowed(&host.to_string()).await.map_err(|e| match e {
-                ResolveError::Refused(m) => {
-                    DeliveryError::permanent(format!("refused to connect to {target}: {m}"))
-                }
+                ResolveError::Refused(m) => blocked(&target, &m),
                 ResolveError::Lookup(m) => DeliveryError::retryable(m),
             })?
         } else {
-            check_literal(&self.cfg.network, &host).map_err(|m| {
-                DeliveryError::permanent(format!("refused to connect to {target}: {m}"))
-            })?;
+            check_literal(&self.cfg.network, &host).map_err(|m| blocked(&target, &m))?;
             ips
         };
         let mut last = String::new();
@@ -400,6 +394,12 @@ impl Destination for WebhookDestination {
         }
         Err(DeliveryError::retryable(last))
     }
+}
+
+/// A permanent error for an address the network policy refused; `why` is the policy's
+/// message (the address, why it is special, the setting that would allow it).
+fn blocked(target: &str, why: &str) -> DeliveryError {
+    DeliveryError::permanent(format!("{target} blocked by the SSRF guard: {why}"))
 }
 
 /// Reads a response body up to [`MAX_RESPONSE_BYTES`]. A read error ends the body early:
