@@ -192,7 +192,7 @@ impl WebhookDestination {
     /// Classifies a failed `send`.
     fn send_error(&self, err: &reqwest::Error, target: &str) -> DeliveryError {
         if let Some(refusal) = ResolveError::refusal_in(err) {
-            return blocked(&target, &refusal.to_string());
+            return blocked(target, &refusal.to_string());
         }
         if err.is_timeout() {
             return DeliveryError::retryable(format!(
