@@ -13,6 +13,7 @@
 //! - [`signature`]: Standard Webhooks signing and verification.
 //! - [`netpolicy`]: which network addresses outbound HTTP may reach (SSRF guard).
 //! - [`attempt`]: the record of one delivery attempt.
+//! - [`job`] and [`delivery`]: the stored domain records (jobs, outputs, deliveries).
 //!
 //! This crate is *not* where destinations live (see `outflow-destinations`) and performs no
 //! I/O: it can be fuzzed and property-tested in isolation.
@@ -21,7 +22,9 @@ pub mod attempt;
 pub mod compression;
 pub mod config;
 pub mod context;
+pub mod delivery;
 pub mod format;
+pub mod job;
 pub mod netpolicy;
 pub mod output;
 pub mod retry;
