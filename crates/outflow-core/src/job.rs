@@ -58,11 +58,7 @@ impl JobStatus {
     /// (progress updates) is allowed; nothing leaves a terminal state.
     pub fn can_become(self, next: JobStatus) -> bool {
         use JobStatus::*;
-        match (self, next) {
-            (Queued, Running | Succeeded | Failed | Cancelled) => true,
-            (Running, Running | Succeeded | Failed | Cancelled) => true,
-            _ => false,
-        }
+        matches!((self, next), (Queued | Running, Running | Succeeded | Failed | Cancelled))
     }
 }
 

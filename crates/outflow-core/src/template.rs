@@ -68,8 +68,11 @@ impl Template {
         let mut i = 0;
         while i < bytes.len() {
             if source[i..].starts_with("\\{{") {
-                literal.push_str("{{");
-                i += 3;
+                // `\{{name}}` is the literal text `{{name}}`, as in Handlebars.
+                let rest = &source[i + 1..];
+                let end = rest[2..].find("}}").map_or(2, |close| 2 + close + 2);
+                literal.push_str(&rest[..end]);
+                i += 1 + end;
                 continue;
             }
             if source[i..].starts_with("{{") {

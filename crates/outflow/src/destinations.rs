@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::bail;
-use outflow_core::config::{Config, ConfigError, ConfigErrors, DestinationSpec, ProcessEnv};
+use outflow_core::config::{
+    Config, ConfigError, ConfigErrors, DestinationSpec, ProcessEnv, resolve_config_path,
+};
 use outflow_destinations::runner::NamedDestination;
 use outflow_destinations::{BuildDefaults, Destination, Registry};
 
@@ -26,35 +28,25 @@ impl Loaded {
 }
 
 /// Loads the config named by `--config`, `OUTFLOW_CONFIG` or `./outflow.yaml`; with none of
-/// them, the defaults. Structural errors (and, with `validate_destinations`, destination
-/// errors) fail with every problem listed.
+/// them, the defaults (plus any `OUTFLOW_*` overrides). Every structural problem (and, with
+/// `validate_destinations`, every destination problem) is reported at once.
 pub fn load(arg: &ConfigArg, validate_destinations: bool) -> anyhow::Result<Loaded> {
-    let Some(path) = config_path(arg) else {
-        return Ok(Loaded { config: Config::default(), path: None });
-    };
-    let (config, mut errors) = Config::load_file(&path, &ProcessEnv)?;
-    let loaded = Loaded { config, path: Some(path.clone()) };
+    let path = resolve_config_path(arg.config.as_deref(), &ProcessEnv);
     if validate_destinations {
-        errors.extend(loaded.config.validate_destinations(&loaded.registry()));
+        // Validation does not depend on the inherited defaults, so the default registry
+        // is the catalog; `Config::load` keeps the errors in document order.
+        let config = Config::load(path.as_deref(), &ProcessEnv, &Registry::default())?;
+        return Ok(Loaded { config, path });
     }
+    let (config, errors) = match &path {
+        Some(p) => Config::load_file(p, &ProcessEnv)?,
+        None => Config::parse("", &ProcessEnv),
+    };
     if !errors.is_empty() {
-        return Err(ConfigErrors { source: path.display().to_string(), errors }.into());
+        let source = path.as_ref().map_or("<defaults>".into(), |p| p.display().to_string());
+        return Err(ConfigErrors { source, errors }.into());
     }
-    Ok(loaded)
-}
-
-/// The config file to use: `--config`, else `OUTFLOW_CONFIG`, else `./outflow.yaml` when it
-/// exists. An explicitly named file that does not exist is still returned, so loading
-/// reports it instead of silently running on defaults.
-fn config_path(arg: &ConfigArg) -> Option<PathBuf> {
-    if let Some(p) = &arg.config {
-        return Some(p.clone());
-    }
-    if let Some(p) = std::env::var_os("OUTFLOW_CONFIG").filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(p));
-    }
-    let default = PathBuf::from("outflow.yaml");
-    default.exists().then_some(default)
+    Ok(Loaded { config, path })
 }
 
 /// One destination the user asked for: its label and either the built destination or every
@@ -84,7 +76,7 @@ pub fn requested(
         to.iter().map(String::as_str).collect()
     };
     for name in names {
-        let Some((i, global)) = globals.iter().enumerate().find(|(_, g)| g.name == name) else {
+        let Some(global) = globals.iter().find(|g| g.name == name) else {
             let known: Vec<&str> = globals.iter().map(|g| g.name.as_str()).collect();
             let source = match &loaded.path {
                 Some(p) => format!("in {}", p.display()),
@@ -95,7 +87,7 @@ pub fn requested(
             }
             bail!("unknown destination '{name}' {source}; known: {}", known.join(", "));
         };
-        let path = format!("output.global_destinations[{i}].destination");
+        let path = format!("output.global_destinations[{}].destination", global.index);
         out.push(Requested {
             name: global.name.clone(),
             kind: global.destination.kind.clone(),

@@ -1,5 +1,7 @@
 //! Logging setup: `tracing` to stderr, so stdout stays for results.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
@@ -15,7 +17,10 @@ pub fn init(level: Option<&str>, format: LogFormat) {
         eprintln!("warning: invalid log level '{level}', using 'warn' (valid: error, warn, info, debug, trace)");
         EnvFilter::new("warn")
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Pretty => builder.with_target(false).try_init(),
         LogFormat::Json => builder.json().try_init(),

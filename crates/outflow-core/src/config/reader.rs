@@ -85,7 +85,7 @@ impl<'a> FieldReader<'a> {
 
     /// Reports `key` as missing when `value` is `None`.
     fn require<T>(&mut self, key: &'static str, value: Option<T>, expected: &str) -> Option<T> {
-        if value.is_none() && !self.map.get(key).is_some_and(|v| !v.is_null()) {
+        if value.is_none() && self.map.get(key).is_none_or(Value::is_null) {
             self.error(key, format!("is required ({expected})"));
         }
         value
@@ -100,6 +100,10 @@ impl<'a> FieldReader<'a> {
         let v = self.raw(key)?;
         match serde_json::from_value::<T>(v.clone()) {
             Ok(t) => Some(t),
+            // `${N}` expands to a string: accept "15" where a number is expected.
+            Err(_) if v.as_str().is_some_and(|s| serde_json::from_str::<T>(s.trim()).is_ok()) => {
+                serde_json::from_str::<T>(v.as_str().unwrap_or_default().trim()).ok()
+            }
             Err(_) => {
                 self.error(key, format!("must be {expected}, got {}", type_name(v)));
                 None
@@ -351,6 +355,16 @@ mod tests {
         let errs = r.finish();
         assert_eq!(errs[0].to_string(), "auth.token: must be a string, got an integer");
         assert_eq!(errs[1].to_string(), "auth.n: must be a positive integer, got a string");
+    }
+
+    #[test]
+    fn numbers_from_expanded_strings_are_accepted() {
+        let m = map(json!({"n": "15", "bad": "fifteen"}));
+        let mut r = FieldReader::new(&m, "o");
+        assert_eq!(r.optional::<u32>("n", "a positive integer"), Some(15));
+        assert_eq!(r.optional::<u32>("bad", "a positive integer"), None);
+        let errs = r.finish();
+        assert_eq!(errs[0].to_string(), "o.bad: must be a positive integer, got a string");
     }
 
     #[test]
