@@ -36,6 +36,7 @@ pub fn load(arg: &ConfigArg, validate_destinations: bool) -> anyhow::Result<Load
         // Validation does not depend on the inherited defaults, so the default registry
         // is the catalog; `Config::load` keeps the errors in document order.
         let config = Config::load(path.as_deref(), &ProcessEnv, &Registry::default())?;
+        crate::logging::apply_config_level(config.logging.level.as_deref());
         return Ok(Loaded { config, path });
     }
     let (config, errors) = match &path {
@@ -46,6 +47,7 @@ pub fn load(arg: &ConfigArg, validate_destinations: bool) -> anyhow::Result<Load
         let source = path.as_ref().map_or("<defaults>".into(), |p| p.display().to_string());
         return Err(ConfigErrors { source, errors }.into());
     }
+    crate::logging::apply_config_level(config.logging.level.as_deref());
     Ok(Loaded { config, path })
 }
 

@@ -320,3 +320,29 @@ fn test_destinations_reports_each_destination_as_data() {
     assert_eq!(data[1]["success"], false);
     assert!(data[1]["error"].as_str().unwrap().contains("must be absolute"), "{}", data[1]);
 }
+
+#[test]
+fn config_logging_level_applies_unless_the_environment_overrides_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("outflow.yaml");
+    let out_path = dir.path().join("out.json");
+    std::fs::write(
+        &config,
+        format!(
+            "logging:\n  level: info\noutput:\n  global_destinations:\n    - name: f\n      destination: {{type: filesystem, path: \"{}\"}}\n",
+            out_path.display()
+        ),
+    )
+    .unwrap();
+    let info = run(outflow().arg("deliver").arg("--config").arg(&config), b"{}");
+    assert!(info.status.success(), "{}", text(&info.stderr));
+    assert!(text(&info.stderr).contains("Output delivered"), "{}", text(&info.stderr));
+
+    std::fs::remove_file(&out_path).unwrap();
+    let quiet = run(
+        outflow().arg("deliver").arg("--config").arg(&config).env("OUTFLOW_LOG_LEVEL", "error"),
+        b"{}",
+    );
+    assert!(quiet.status.success(), "{}", text(&quiet.stderr));
+    assert!(!text(&quiet.stderr).contains("Output delivered"), "{}", text(&quiet.stderr));
+}
