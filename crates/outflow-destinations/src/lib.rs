@@ -77,6 +77,14 @@ pub trait Destination: Send + Sync + std::fmt::Debug {
     /// secrets masked.
     fn describe(&self) -> String;
 
+    /// The key destinations are isolated by: each key has its own concurrency limit and
+    /// circuit breaker in the engine, so a stuck endpoint never slows another. Webhooks use
+    /// the URL's origin (scheme, host, port), files their directory root. The default is the
+    /// type and the unrendered target.
+    fn isolation_key(&self) -> String {
+        format!("{}:{}", self.kind(), self.describe())
+    }
+
     /// The retry policy in force for this destination.
     fn retry_policy(&self) -> &RetryPolicy;
 

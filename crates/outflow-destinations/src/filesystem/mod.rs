@@ -143,6 +143,14 @@ impl Destination for FilesystemDestination {
         self.config.path.source().to_string()
     }
 
+    fn isolation_key(&self) -> String {
+        let root = match &self.config.base_dir {
+            Some(base) => base.clone(),
+            None => config::static_dir(&self.config.path),
+        };
+        format!("filesystem:{}", root.display())
+    }
+
     fn retry_policy(&self) -> &RetryPolicy {
         &self.config.retry_policy
     }

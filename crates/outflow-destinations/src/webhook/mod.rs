@@ -322,6 +322,10 @@ impl Destination for WebhookDestination {
         mask_password(self.cfg.url.source())
     }
 
+    fn isolation_key(&self) -> String {
+        origin_key(self.cfg.url.source())
+    }
+
     fn retry_policy(&self) -> &RetryPolicy {
         &self.cfg.retry_policy
     }
@@ -509,5 +513,37 @@ mod tests {
         assert_eq!(human_duration(Duration::from_secs(30)), "30s");
         assert_eq!(human_duration(Duration::from_millis(250)), "250ms");
         assert_eq!(human_duration(Duration::from_millis(1500)), "1.5s");
+    }
+}
+
+/// The isolation key of a URL template: `webhook:scheme://host:port` when the origin has no
+/// variables, else the origin's template text (every job rendering a different host shares
+/// one key, which errs on the side of isolating too little rather than too much).
+fn origin_key(url_template: &str) -> String {
+    let static_len = url_template.find("{{").unwrap_or(url_template.len());
+    let origin_end = url_template
+        .find("://")
+        .map(|i| i + 3)
+        .and_then(|start| url_template[start..].find('/').map(|j| start + j))
+        .unwrap_or(url_template.len());
+    if origin_end <= static_len
+        && let Ok(url) = url::Url::parse(&url_template[..origin_end])
+        && let Some(host) = url.host_str()
+    {
+        let port = url.port_or_known_default().map(|p| format!(":{p}")).unwrap_or_default();
+        return format!("webhook:{}://{host}{port}", url.scheme());
+    }
+    format!("webhook:{}", mask_password(&url_template[..origin_end]))
+}
+
+#[cfg(test)]
+mod isolation_tests {
+    use super::origin_key;
+
+    #[test]
+    fn origin_keys() {
+        assert_eq!(origin_key("https://a.example/x/{{job_uuid}}"), "webhook:https://a.example:443");
+        assert_eq!(origin_key("http://127.0.0.1:9000/hook"), "webhook:http://127.0.0.1:9000");
+        assert_eq!(origin_key("https://{{meta.host}}/x"), "webhook:https://{{meta.host}}");
     }
 }
