@@ -147,6 +147,8 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("OUTFLOW_OUTPUT_DEFAULT_TIMEOUT", "output.default_timeout"),
     ("OUTFLOW_OUTPUT_VALIDATE_STARTUP", "output.validate_on_startup"),
     ("OUTFLOW_LOG_LEVEL", "logging.level"),
+    ("OUTFLOW_SERVER_LISTEN", "server.listen"),
+    ("OUTFLOW_STORAGE_PATH", "storage.path"),
 ];
 
 /// An override that was applied: which variable set which path.

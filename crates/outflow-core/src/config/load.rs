@@ -1,6 +1,7 @@
 //! `outflow.yaml` text → [`Config`]: YAML → JSON tree → `${VAR}` expansion → `OUTFLOW_*`
 //! overrides → typed sections, every problem collected and sorted into document order.
 
+use super::sections;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
@@ -18,8 +19,13 @@ type SectionDecoder = fn(&mut FieldReader<'_>, &mut Config);
 
 /// Every top-level section and its decoder: adding a section is one line here. Keys not
 /// listed are reported as unknown, with these as the valid ones.
-const SECTIONS: &[(&str, SectionDecoder)] =
-    &[("output", decode_output), ("logging", decode_logging)];
+const SECTIONS: &[(&str, SectionDecoder)] = &[
+    ("output", decode_output),
+    ("logging", decode_logging),
+    ("server", sections::decode_server),
+    ("storage", sections::decode_storage),
+    ("executor", sections::decode_executor),
+];
 
 /// Valid `logging.level` values.
 pub const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
@@ -239,6 +245,11 @@ fn decode(tree: &Value, config: &mut Config) -> Vec<ConfigError> {
             top.extend(errors);
         }
     }
+    // `tasks` is a list, not a mapping of keys.
+    if let Some(tasks) = top.raw("tasks") {
+        let errors = sections::decode_tasks(tasks, "tasks", config);
+        top.extend(errors);
+    }
     top.finish()
 }
 
@@ -269,6 +280,7 @@ fn decode_output(r: &mut FieldReader<'_>, config: &mut Config) {
         out.allow_private_networks = b;
     }
     out.allowed_hosts = allowed_hosts(r);
+    sections::decode_delivery_limits(r, &mut out.limits);
 }
 
 const NAME_EXPECTED: &str = "a unique name of letters, digits, '_', '-' and '.'";

@@ -124,6 +124,7 @@ pub mod env;
 mod load;
 mod model;
 mod redact;
+mod sections;
 #[cfg(test)]
 mod tests;
 
@@ -132,7 +133,10 @@ pub use load::{
     CONFIG_ENV_VAR, DEFAULT_CONFIG_FILE, LOG_FORMATS, LOG_LEVELS, resolve_config_path,
     resolve_config_path_in, yaml_to_tree,
 };
-pub use model::{Config, GlobalDestination, LoggingConfig, OutputConfig};
+pub use model::{
+    Config, DeliveryLimits, ExecutorConfig, GlobalDestination, LoggingConfig, OutputConfig,
+    ServerConfig, StorageConfig, TaskConfig,
+};
 pub use redact::redact;
 
 impl Config {
@@ -148,9 +152,11 @@ impl Config {
         (parsed.config, parsed.errors)
     }
 
-    /// Validates every global destination's body with `catalog`.
+    /// Validates every global destination's body, and every task's default destinations,
+    /// with `catalog`.
     pub fn validate_destinations(&self, catalog: &dyn DestinationCatalog) -> Vec<ConfigError> {
-        self.output
+        let mut errors: Vec<ConfigError> = self
+            .output
             .global_destinations
             .iter()
             .flat_map(|g| {
@@ -159,7 +165,9 @@ impl Config {
                     &format!("output.global_destinations[{}].destination", g.index),
                 )
             })
-            .collect()
+            .collect();
+        errors.extend(sections::validate_task_destinations(self, catalog));
+        errors
     }
 
     /// Reads and parses a file; a missing or unreadable file is one error naming it.

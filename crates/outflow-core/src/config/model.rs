@@ -13,6 +13,14 @@ pub struct Config {
     pub output: OutputConfig,
     /// The `logging:` section.
     pub logging: LoggingConfig,
+    /// The `server:` section.
+    pub server: ServerConfig,
+    /// The `storage:` section.
+    pub storage: StorageConfig,
+    /// The `executor:` section.
+    pub executor: ExecutorConfig,
+    /// The `tasks:` list.
+    pub tasks: Vec<TaskConfig>,
 }
 
 /// Seed 000's `output:` section plus Outflow's network allow-list.
@@ -33,6 +41,8 @@ pub struct OutputConfig {
     pub allow_private_networks: bool,
     /// `allowed_hosts`: hosts and CIDRs webhooks may reach even when private.
     pub allowed_hosts: Vec<HostRule>,
+    /// `per_destination_concurrency` and `circuit_breaker`.
+    pub limits: DeliveryLimits,
 }
 
 impl Default for OutputConfig {
@@ -45,6 +55,7 @@ impl Default for OutputConfig {
             global_destinations: Vec::new(),
             allow_private_networks: false,
             allowed_hosts: Vec::new(),
+            limits: DeliveryLimits::default(),
         }
     }
 }
@@ -71,4 +82,122 @@ pub struct LoggingConfig {
     pub level: Option<String>,
     /// `format`: `pretty` (default) or `json`.
     pub format: Option<String>,
+}
+
+/// The `server:` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// `listen` (default `127.0.0.1:8080`; env `OUTFLOW_SERVER_LISTEN`; `--listen`).
+    pub listen: std::net::SocketAddr,
+    /// `body_limit`: the largest JSON request body (default 32 MiB).
+    pub body_limit: u64,
+    /// `shutdown_grace`: how long in-flight work may finish on SIGTERM (default 30 s).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+            body_limit: 32 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The `storage:` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageConfig {
+    /// `path`: the data directory (default `./outflow-data`; env `OUTFLOW_STORAGE_PATH`;
+    /// `--data-dir`).
+    pub path: std::path::PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { path: std::path::PathBuf::from("outflow-data") }
+    }
+}
+
+/// The `executor:` section: how command tasks run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutorConfig {
+    /// `max_concurrent_jobs` (default: the number of CPUs).
+    pub max_concurrent_jobs: usize,
+    /// `stderr_limit`: how much of a command's stderr is kept as the job log (default 64 KiB).
+    pub stderr_limit: u64,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            max_concurrent_jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            stderr_limit: 64 * 1024,
+        }
+    }
+}
+
+/// Per-destination delivery limits under `output:`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryLimits {
+    /// `per_destination_concurrency`: attempts in flight per destination key (default 4).
+    pub per_destination_concurrency: usize,
+    /// `circuit_breaker.failure_threshold` (default 5).
+    pub breaker_failure_threshold: u32,
+    /// `circuit_breaker.cool_down` (default 30 s).
+    pub breaker_cool_down: Duration,
+}
+
+impl Default for DeliveryLimits {
+    fn default() -> Self {
+        DeliveryLimits {
+            per_destination_concurrency: 4,
+            breaker_failure_threshold: 5,
+            breaker_cool_down: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One entry of `tasks:`: a registered producer, optionally run by the built-in executor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskConfig {
+    /// Unique name (`task_name` in jobs).
+    pub name: String,
+    /// Version label.
+    pub version: Option<String>,
+    /// The program to run; without it, jobs wait for an external producer.
+    pub command: Option<String>,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Variables added to its environment.
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Its working directory.
+    pub working_dir: Option<std::path::PathBuf>,
+    /// Kill it after this long (`timeout_seconds`).
+    pub timeout: Option<Duration>,
+    /// Inline destinations for jobs of this task that name none.
+    pub output_destinations: Vec<serde_json::Value>,
+    /// Global destination names for jobs of this task that name none.
+    pub destinations: Vec<String>,
+    /// Where it sits in the file (`tasks[{index}]`).
+    pub index: usize,
+}
+
+impl TaskConfig {
+    /// The task as the JSON the store keeps and the executor reads: `name`, `version`,
+    /// `command`, `args`, `env`, `working_dir`, `timeout_seconds`, `output_destinations`,
+    /// `destinations`.
+    pub fn definition(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "version": self.version,
+            "command": self.command,
+            "args": self.args,
+            "env": self.env,
+            "working_dir": self.working_dir,
+            "timeout_seconds": self.timeout.map(|d| d.as_secs_f64()),
+            "output_destinations": self.output_destinations,
+            "destinations": self.destinations,
+        })
+    }
 }

@@ -154,11 +154,15 @@ fn yaml_tags_are_refused_at_their_path() {
 fn top_level_must_be_a_mapping() {
     assert_eq!(
         errors_of("- output\n", &no_env()),
-        ["the top level must be a mapping of sections (output, logging), got a list"]
+        [
+            "the top level must be a mapping of sections (output, logging, server, storage, executor), got a list"
+        ]
     );
     assert_eq!(
         errors_of("just text\n", &no_env()),
-        ["the top level must be a mapping of sections (output, logging), got a string"]
+        [
+            "the top level must be a mapping of sections (output, logging, server, storage, executor), got a string"
+        ]
     );
 }
 
@@ -166,7 +170,9 @@ fn top_level_must_be_a_mapping() {
 fn unknown_top_level_key_suggests_and_lists_sections() {
     assert_eq!(
         errors_of("outptu:\n  max_concurrent_deliveries: 5\n", &no_env()),
-        ["outptu: unknown key 'outptu' (did you mean 'output'? valid keys: logging, output)"]
+        [
+            "outptu: unknown key 'outptu' (did you mean 'output'? valid keys: executor, logging, output, server, storage, tasks)"
+        ]
     );
 }
 
@@ -176,8 +182,8 @@ fn unknown_output_key_suggests() {
         errors_of("output:\n  max_concurent_deliveries: 5\n", &no_env()),
         ["output.max_concurent_deliveries: unknown key 'max_concurent_deliveries' (did you mean \
           'max_concurrent_deliveries'? valid keys: allow_private_networks, allowed_hosts, \
-          default_retry_policy, default_timeout, global_destinations, \
-          max_concurrent_deliveries, validate_on_startup)"]
+          circuit_breaker, default_retry_policy, default_timeout, global_destinations, \
+          max_concurrent_deliveries, per_destination_concurrency, validate_on_startup)"]
     );
 }
 
@@ -370,6 +376,8 @@ fn overrides_table_names_only_real_keys() {
         let value = match *var {
             "OUTFLOW_LOG_LEVEL" => "warn",
             "OUTFLOW_OUTPUT_VALIDATE_STARTUP" => "true",
+            "OUTFLOW_SERVER_LISTEN" => "127.0.0.1:9000",
+            "OUTFLOW_STORAGE_PATH" => "/var/lib/outflow",
             _ => "7",
         };
         parse_ok("", &env(&[(var, value)]));
@@ -598,10 +606,11 @@ extra: 1
              '_', '-' and '.')",
             "output.max_concurrent_deliveries: must be a positive integer, got 0",
             "output.typo_key: unknown key 'typo_key' (valid keys: allow_private_networks, \
-             allowed_hosts, default_retry_policy, default_timeout, global_destinations, \
-             max_concurrent_deliveries, validate_on_startup)",
+             allowed_hosts, circuit_breaker, default_retry_policy, default_timeout, \
+             global_destinations, max_concurrent_deliveries, per_destination_concurrency, \
+             validate_on_startup)",
             "logging.level: must be one of error, warn, info, debug, trace, got 'loud'",
-            "extra: unknown key 'extra' (valid keys: logging, output)",
+            "extra: unknown key 'extra' (valid keys: executor, logging, output, server, storage, tasks)",
         ]
     );
 }
@@ -844,4 +853,67 @@ fn redacted_dump_keeps_sub_second_timeouts() {
     let yaml = config.redacted_yaml();
     assert!(yaml.contains("default_timeout: 1500ms\n"), "{yaml}");
     assert_eq!(parse_ok(&yaml, &no_env()), config);
+}
+
+#[test]
+fn server_storage_executor_sections() {
+    let text = "server:\n  listen: \"0.0.0.0:9090\"\n  body_limit: 1MiB\n  shutdown_grace: 5s\n\
+                storage:\n  path: /var/lib/outflow\nexecutor:\n  max_concurrent_jobs: 3\n\
+                output:\n  per_destination_concurrency: 2\n  circuit_breaker: {failure_threshold: 7, cool_down: 1m}\n";
+    let c = parse_ok(text, &no_env());
+    assert_eq!(c.server.listen.to_string(), "0.0.0.0:9090");
+    assert_eq!(c.server.body_limit, 1024 * 1024);
+    assert_eq!(c.server.shutdown_grace, std::time::Duration::from_secs(5));
+    assert_eq!(c.storage.path, std::path::PathBuf::from("/var/lib/outflow"));
+    assert_eq!(c.executor.max_concurrent_jobs, 3);
+    assert_eq!(c.output.limits.per_destination_concurrency, 2);
+    assert_eq!(c.output.limits.breaker_failure_threshold, 7);
+    assert_eq!(c.output.limits.breaker_cool_down, std::time::Duration::from_secs(60));
+    assert_eq!(
+        errors_of("server:\n  listen: localhost\n", &no_env()),
+        [
+            "server.listen: must be an address:port such as \"127.0.0.1:8080\" or \"0.0.0.0:8080\", got 'localhost'"
+        ]
+    );
+}
+
+#[test]
+fn tasks_load_and_validate() {
+    let text = r#"
+tasks:
+  - name: report
+    version: 1.2
+    command: /bin/sh
+    args: ["-c", "cat"]
+    env: {A: b}
+    timeout_seconds: 30
+    output_destinations:
+      - {type: filesystem, path: /tmp/x.json}
+  - name: external
+"#;
+    let c = parse_ok(text, &no_env());
+    assert_eq!(c.tasks.len(), 2);
+    let t = &c.tasks[0];
+    assert_eq!(
+        (t.name.as_str(), t.version.as_deref(), t.command.as_deref()),
+        ("report", Some("1.2"), Some("/bin/sh"))
+    );
+    assert_eq!(t.args, ["-c", "cat"]);
+    assert_eq!(t.timeout, Some(std::time::Duration::from_secs(30)));
+    let def = t.definition();
+    assert_eq!(def["timeout_seconds"], json!(30.0));
+    assert_eq!(def["output_destinations"][0]["type"], "filesystem");
+    assert!(c.tasks[1].command.is_none());
+
+    assert_eq!(
+        errors_of(
+            "tasks:\n  - name: a\n  - name: a\n  - {command: x}\n  - name: b\n    args: [x]\n",
+            &no_env()
+        ),
+        [
+            "tasks[1].name: duplicate task name 'a': already used by tasks[0]",
+            "tasks[2].name: is required (a unique task name of letters, digits, '_', '-' and '.')",
+            "tasks[3].args: only applies to tasks with a 'command'",
+        ]
+    );
 }
