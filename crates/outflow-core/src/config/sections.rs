@@ -27,9 +27,8 @@ pub(super) fn decode_server(r: &mut FieldReader<'_>, config: &mut Config) {
         Some(n) => server.body_limit = n,
         None => {}
     }
-    match r.duration_secs("shutdown_grace") {
-        Some(d) => server.shutdown_grace = d,
-        None => {}
+    if let Some(d) = r.duration_secs("shutdown_grace") {
+        server.shutdown_grace = d;
     }
 }
 
