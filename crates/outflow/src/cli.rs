@@ -55,6 +55,192 @@ pub enum Command {
         #[command(subcommand)]
         command: WebhookCommand,
     },
+    /// Run the server: REST API, durable store, delivery engine and executor.
+    Serve(ServeArgs),
+    /// Submit, list, inspect, cancel and delete jobs on a running server.
+    Jobs {
+        #[command(flatten)]
+        server: ServerArg,
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+    /// List deliveries, retry or replay dead letters on a running server.
+    Deliveries {
+        #[command(flatten)]
+        server: ServerArg,
+        #[command(subcommand)]
+        command: DeliveriesCommand,
+    },
+}
+
+/// `outflow serve`.
+#[derive(Debug, Args)]
+#[command(after_help = "Without a config file the server starts with defaults: \
+    127.0.0.1:8080, data in ./outflow-data, no tasks and no global destinations \
+    (jobs bring their own output_destinations). SIGINT/SIGTERM shut it down gracefully.")]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Address to listen on [default: server.listen, else 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Data directory [default: storage.path, else ./outflow-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Which server the client commands talk to.
+#[derive(Debug, Args)]
+pub struct ServerArg {
+    /// The server's base URL.
+    #[arg(long, global = true, env = "OUTFLOW_SERVER", default_value = outflow_client::DEFAULT_SERVER)]
+    pub server: String,
+    /// API key sent as `Authorization: Bearer`.
+    #[arg(long, global = true, env = "OUTFLOW_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Print JSON instead of tables (for scripts).
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// `outflow jobs ...`.
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Submit a job.
+    Submit(SubmitArgs),
+    /// List jobs, newest first.
+    List(ListJobsArgs),
+    /// Show one job (by numeric id or UUID).
+    Get {
+        /// The job's id or UUID.
+        id: String,
+    },
+    /// Show a job's status and progress.
+    Status {
+        /// The job's id or UUID.
+        id: String,
+    },
+    /// Write a job's output to stdout (or a file).
+    Output {
+        /// The job's id or UUID.
+        id: String,
+        /// An older version [default: the latest].
+        #[arg(long)]
+        version: Option<u32>,
+        /// Write to this file instead of stdout.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Cancel a queued or running job (a running command is killed).
+    Cancel {
+        /// The job's id or UUID.
+        id: String,
+    },
+    /// Delete a job with its outputs, deliveries and attempts.
+    Delete {
+        /// The job's id or UUID.
+        id: String,
+        /// Also delete a running job.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show a job's deliveries and their attempts.
+    Deliveries {
+        /// The job's id or UUID.
+        id: String,
+    },
+}
+
+/// `outflow jobs submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// The task, by name.
+    #[arg(long, value_name = "NAME", conflicts_with = "task_id")]
+    pub task_name: Option<String>,
+    /// The task, by numeric id.
+    #[arg(long, value_name = "ID")]
+    pub task_id: Option<i64>,
+    /// Input data: JSON text, or @FILE to read it from a file.
+    #[arg(long, value_name = "JSON|@FILE")]
+    pub input: Option<String>,
+    /// low, normal, high or urgent.
+    #[arg(long, value_name = "PRIORITY")]
+    pub priority: Option<String>,
+    /// Deliver to this global destination (repeatable).
+    #[arg(long = "to", value_name = "NAME")]
+    pub to: Vec<String>,
+    /// An inline destination as JSON (repeatable).
+    #[arg(long = "dest", value_name = "JSON")]
+    pub dest: Vec<String>,
+    /// Your own id for the job: submitting it again returns the existing job.
+    #[arg(long, value_name = "ID")]
+    pub job_id: Option<String>,
+    /// Metadata `key=value` (repeatable; `tags=a,b` sets a list).
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub meta: Vec<(String, String)>,
+}
+
+/// `outflow jobs list`.
+#[derive(Debug, Args)]
+pub struct ListJobsArgs {
+    /// Only jobs with this status (queued, running, succeeded, failed, cancelled).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only jobs of this task.
+    #[arg(long)]
+    pub task_name: Option<String>,
+    /// Only jobs tagged so.
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Page number (1-based).
+    #[arg(long, default_value_t = 1)]
+    pub page: u64,
+    /// Jobs per page.
+    #[arg(long, default_value_t = 20)]
+    pub limit: u64,
+}
+
+/// `outflow deliveries ...`.
+#[derive(Debug, Subcommand)]
+pub enum DeliveriesCommand {
+    /// List deliveries (dead letters with --state dead).
+    List {
+        /// pending, in_flight, scheduled, delivered or dead.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only deliveries of this job (numeric id).
+        #[arg(long = "job", value_name = "ID")]
+        job_id: Option<i64>,
+        /// Only this destination type.
+        #[arg(long)]
+        destination_type: Option<String>,
+        /// Page number (1-based).
+        #[arg(long, default_value_t = 1)]
+        page: u64,
+        /// Deliveries per page.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+    },
+    /// Requeue one delivery now (dead or scheduled).
+    Retry {
+        /// The delivery id (dlv_...).
+        id: String,
+    },
+    /// Requeue every dead delivery matching the filters.
+    Replay {
+        /// Only this destination type.
+        #[arg(long)]
+        destination_type: Option<String>,
+        /// Only deliveries of this job (numeric id).
+        #[arg(long = "job", value_name = "ID")]
+        job_id: Option<i64>,
+        /// Only deliveries created at or after this time (RFC 3339).
+        #[arg(long)]
+        created_after: Option<String>,
+        /// Only deliveries created before this time (RFC 3339).
+        #[arg(long)]
+        created_before: Option<String>,
+    },
 }
 
 /// Where the config comes from.

@@ -9,6 +9,7 @@ mod commands;
 mod destinations;
 mod input;
 mod logging;
+mod table;
 
 use std::process::ExitCode;
 
@@ -36,6 +37,11 @@ fn main() -> ExitCode {
             }
             Command::Webhook { command: WebhookCommand::Verify(args) } => {
                 commands::webhook::verify(args)
+            }
+            Command::Serve(args) => commands::serve::run(args).await,
+            Command::Jobs { server, command } => commands::jobs::run(server, command).await,
+            Command::Deliveries { server, command } => {
+                commands::deliveries::run(server, command).await
             }
         }
     });

@@ -3,5 +3,8 @@
 
 pub mod check;
 pub mod deliver;
+pub mod deliveries;
+pub mod jobs;
+pub mod serve;
 pub mod test_destinations;
 pub mod webhook;
