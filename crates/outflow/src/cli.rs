@@ -64,6 +64,8 @@ pub enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// Measure throughput and latency against a child server (prints `name value unit`).
+    Bench(BenchArgs),
     /// List deliveries, retry or replay dead letters on a running server.
     Deliveries {
         #[command(flatten)]
@@ -87,6 +89,60 @@ pub struct ServeArgs {
     /// Data directory [default: storage.path, else ./outflow-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+}
+
+/// `outflow bench`.
+#[derive(Debug, Args)]
+#[command(after_help = "Each scenario starts an `outflow serve` child with a temporary data dir \
+    (and a receiver on 127.0.0.1 where needed), warms up, measures for --duration and prints \
+    one `name value unit` line per figure, including the server's peak RSS and CPU time. \
+    See docs/benchmarks.md.")]
+pub struct BenchArgs {
+    /// What to measure.
+    #[arg(value_enum)]
+    pub scenario: BenchScenario,
+    /// How long to measure.
+    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    pub duration: HumanDuration,
+    /// How long to run before measuring.
+    #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
+    pub warmup: HumanDuration,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Target jobs per second across all clients [default: flat out].
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Share of webhook requests the receiver answers with 503 (webhook scenario).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub fail_percent: u32,
+    /// Print a JSON summary instead of lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The benchmark scenarios.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum BenchScenario {
+    /// Jobs with a small JSON output to one filesystem destination.
+    Submit,
+    /// Jobs delivered as signed webhooks to a local receiver.
+    Webhook,
+}
+
+/// A duration given as `10s`, `500ms`, `2m`.
+#[derive(Debug, Clone, Copy)]
+pub struct HumanDuration(pub std::time::Duration);
+
+impl From<HumanDuration> for std::time::Duration {
+    fn from(d: HumanDuration) -> Self {
+        d.0
+    }
+}
+
+fn parse_duration_arg(s: &str) -> Result<HumanDuration, String> {
+    outflow_core::config::units::parse_duration(s, outflow_core::config::units::Unit::Seconds)
+        .map(HumanDuration)
 }
 
 /// Which server the client commands talk to.

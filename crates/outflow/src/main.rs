@@ -4,6 +4,7 @@
 //! This file only parses the command line and dispatches; each subcommand lives in
 //! [`commands`]. Exit codes: 0 success, 1 a delivery or validation failed, 2 usage errors.
 
+mod bench;
 mod cli;
 mod commands;
 mod destinations;
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
                 commands::webhook::verify(args)
             }
             Command::Serve(args) => commands::serve::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
             Command::Jobs { server, command } => commands::jobs::run(server, command).await,
             Command::Deliveries { server, command } => {
                 commands::deliveries::run(server, command).await
