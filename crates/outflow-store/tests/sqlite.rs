@@ -1,0 +1,144 @@
+//! The store suite on SQLite files in temp directories, plus what only SQLite has:
+//! reopening the file, schema versions.
+
+mod suite;
+
+use std::sync::Arc;
+
+use outflow_core::job::JobStatus;
+use outflow_store::sqlite::{DB_FILE, SCHEMA_VERSION};
+use outflow_store::{FinishJob, JobRef, SqliteStore, Store, StoreError};
+use tempfile::TempDir;
+
+async fn fresh() -> (TempDir, suite::DynStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    (dir, Arc::new(store))
+}
+
+macro_rules! suite_tests {
+    ($($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let (_dir, store) = fresh().await;
+            suite::$name(store).await;
+        }
+    )*};
+}
+
+suite_tests!(
+    create_and_get,
+    client_job_id_is_idempotent,
+    list_filters_sort_and_paging,
+    status_transitions,
+    finish_job_versions_and_deliveries,
+    cancel_and_delete,
+    claim_jobs_order_and_leases,
+    claim_jobs_no_double_claim,
+    claim_deliveries_due_skip_and_leases,
+    claim_deliveries_oldest_due_first,
+    complete_attempts_outcomes,
+    stolen_lease_is_ignored,
+    release_and_next_due,
+    retry_replay_purge,
+    delivered_cannot_be_retried,
+    job_deliveries_with_attempts,
+    stats_count_everything,
+    tasks_keep_their_ids,
+    concurrent_creates,
+    failing_request_does_not_fail_its_batch,
+);
+
+#[tokio::test]
+async fn data_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("nested/data")).await.unwrap();
+    assert!(dir.path().join("nested/data").join(DB_FILE).is_file());
+    let (job, _) = store.create_job(suite::new_job()).await.unwrap();
+    let d = suite::new_delivery("a.example");
+    let finish = FinishJob {
+        status: Some(JobStatus::Succeeded),
+        error: None,
+        log: None,
+        output: Some(suite::json_output("{\"ok\":true}")),
+        deliveries: vec![d.clone()],
+    };
+    store.finish_job(JobRef::Id(job.id), finish).await.unwrap();
+    let before = store.get_job(JobRef::Id(job.id)).await.unwrap();
+    drop(store);
+
+    let store = SqliteStore::open(&dir.path().join("nested/data")).await.unwrap();
+    assert!(store.migrations_applied().await.unwrap());
+    assert_eq!(store.get_job(JobRef::Uuid(job.uuid)).await.unwrap(), before);
+    let (meta, body) = store.get_output(JobRef::Id(job.id), None).await.unwrap();
+    assert_eq!((meta.version, &body[..]), (1, &b"{\"ok\":true}"[..]));
+    let claimed = store.claim_deliveries("w", 10, std::time::Duration::from_secs(5), &[]).await;
+    assert_eq!(claimed.unwrap()[0].delivery.id, d.id);
+    // Ids keep growing after a restart (AUTOINCREMENT never reuses one).
+    let (next, _) = store.create_job(suite::new_job()).await.unwrap();
+    assert!(next.id > job.id);
+}
+
+#[tokio::test]
+async fn schema_version_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+    assert!(store.migrations_applied().await.unwrap());
+    store.ping().await.unwrap();
+    drop(store);
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(SqliteStore::open(dir.path()).await.unwrap());
+    let path = dir.path().join(DB_FILE);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+    drop(conn);
+    let err = SqliteStore::open(dir.path()).await.unwrap_err();
+    let StoreError::Backend(message) = err else { panic!("expected a backend error: {err:?}") };
+    assert_eq!(
+        message,
+        format!(
+            "the database {} has schema version {}, newer than this Outflow understands \
+             (version {SCHEMA_VERSION}); upgrade Outflow or point storage.path at another data \
+             directory",
+            path.display(),
+            SCHEMA_VERSION + 1
+        )
+    );
+}
+
+#[tokio::test]
+async fn closed_store_refuses_writes() {
+    let (_dir, store) = fresh().await;
+    let sqlite = SqliteStore::open(_dir.path()).await.unwrap();
+    sqlite.close();
+    let err = sqlite.create_job(suite::new_job()).await.unwrap_err();
+    assert_eq!(err.to_string(), "store error: the store is closed");
+    // The other store on the same file is unaffected.
+    store.create_job(suite::new_job()).await.unwrap();
+    // Two stores on one file see each other's commits.
+    assert_eq!(sqlite.list_jobs(&Default::default()).await.unwrap().total, 1);
+}
+
+#[tokio::test]
+async fn unwritable_data_dir_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let err = SqliteStore::open(&file.join("data")).await.unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!(
+            "store error: cannot create the data directory {}: ",
+            file.join("data").display()
+        )),
+        "{message}"
+    );
+}
