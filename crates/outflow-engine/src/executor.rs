@@ -414,7 +414,8 @@ async fn finish(
             Ok(planned) => deliveries = planned,
             Err(e) => {
                 status = JobStatus::Failed;
-                let why = format!("output not delivered: {e}");
+                let problems: Vec<String> = e.errors.iter().map(|e| e.to_string()).collect();
+                let why = format!("output not delivered: {}", problems.join("; "));
                 error = Some(match error {
                     Some(first) => format!("{first}; {why}"),
                     None => why,

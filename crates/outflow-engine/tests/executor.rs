@@ -440,3 +440,42 @@ async fn shutdown_leaves_a_running_job_to_its_lease_and_it_runs_again() {
     assert_eq!(done.output_version, Some(1));
     stop(tasks).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_destinations_cannot_be_planned_still_finishes() {
+    let h = Harness::new(settings()).await;
+    let task = h.shell_task("ok", "echo '{\"ok\": true}'", json!({})).await;
+    // The job names a global destination the config no longer has.
+    let (job, _) = h
+        .store
+        .create_job(NewJob {
+            uuid: uuid::Uuid::now_v7(),
+            client_job_id: None,
+            task_id: Some(task),
+            task_name: None,
+            task_version: None,
+            priority: Priority::Normal,
+            input_data: json!({}),
+            metadata: serde_json::Map::new(),
+            output_destinations: Vec::new(),
+            destinations: vec!["archive".into()],
+            executable: true,
+        })
+        .await
+        .unwrap();
+    let engine = h.engine();
+    let tasks = engine.start();
+
+    let done = h.wait_status(job.id, JobStatus::Failed).await;
+    assert_eq!(
+        done.error.as_deref(),
+        Some(
+            "output not delivered: archive: unknown global destination 'archive': \
+             output.global_destinations is empty"
+        )
+    );
+    let (kind, _, body) = h.output(job.id).await;
+    assert_eq!((kind, body.as_slice()), (OutputKind::Json, &b"{\"ok\": true}\n"[..]));
+    assert!(h.store.job_deliveries(JobRef::Id(job.id)).await.unwrap().is_empty());
+    stop(tasks).await;
+}
