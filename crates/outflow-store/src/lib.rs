@@ -170,7 +170,7 @@ pub struct JobQuery {
     pub sort: JobSort,
     /// Rows to skip.
     pub offset: u64,
-    /// Rows to return.
+    /// Rows to return; `0` means no limit.
     pub limit: u64,
 }
 
@@ -287,7 +287,7 @@ pub struct DeliveryQuery {
     pub created_before: Option<DateTime<Utc>>,
     /// Rows to skip.
     pub offset: u64,
-    /// Rows to return.
+    /// Rows to return; `0` means no limit.
     pub limit: u64,
 }
 

@@ -142,3 +142,46 @@ async fn unwritable_data_dir_is_reported() {
         "{message}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_is_reported_and_nothing_unacknowledged_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    store.create_job(suite::new_job()).await.unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+    store.limit_pages_for_tests(pages as u64 + 2).await.unwrap();
+
+    // One request too big for the space left, among small ones in the same batches.
+    let big = outflow_store::NewJob {
+        input_data: serde_json::Value::String("x".repeat(1 << 20)),
+        ..suite::new_job()
+    };
+    let err = store.create_job(big.clone()).await.unwrap_err();
+    let StoreError::Full(message) = err else { panic!("expected Full: {err:?}") };
+    assert!(message.contains("full"), "{message}");
+
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let s = store.clone();
+        let job = if i == 10 { big.clone() } else { suite::new_job() };
+        tasks.push(tokio::spawn(async move { s.create_job(job).await.map(|(j, _)| j.uuid) }));
+    }
+    let mut acknowledged = vec![];
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(uuid) => acknowledged.push(uuid),
+            Err(StoreError::Full(_)) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert!(acknowledged.len() < 30, "the big one cannot fit");
+    store.limit_pages_for_tests(1 << 30).await.unwrap();
+    store.create_job(big).await.unwrap();
+    // Exactly the acknowledged jobs (+ the first and the big one) exist.
+    let all = store.list_jobs(&Default::default()).await.unwrap();
+    assert_eq!(all.total as usize, acknowledged.len() + 2);
+    for uuid in acknowledged {
+        store.get_job(JobRef::Uuid(uuid)).await.unwrap();
+    }
+}

@@ -115,6 +115,8 @@ pub(super) fn open_connection(path: &Path, writer: bool) -> StoreResult<Connecti
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
+        // Checkpoints leave the WAL file at this size at most instead of its high-water mark.
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     } else {
         conn.pragma_update(None, "query_only", "ON")?;
     }
@@ -149,7 +151,26 @@ fn run_batch(conn: &Connection, batch: Vec<Box<dyn WriteOp>>) {
             }
             in_tx = true;
         }
-        let (finisher, failed) = op.run(conn);
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op.run(conn)));
+        let (finisher, failed) = match ran {
+            Ok(r) => r,
+            Err(_) => {
+                // A bug in one request must not take the store down: undo what it did
+                // (its caller sees its reply channel dropped) and go on with the batch.
+                tracing::error!("a store write request panicked; rolled back");
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK TO op; RELEASE op");
+                }
+                if conn.is_autocommit() {
+                    let err = StoreError::Backend("the write transaction was rolled back".into());
+                    for f in done.drain(..) {
+                        f(Err(&err));
+                    }
+                    in_tx = false;
+                }
+                continue;
+            }
+        };
         if conn.is_autocommit() {
             // The transaction is gone: everything batched so far was rolled back with it.
             let err = failed.unwrap_or_else(|| {

@@ -78,7 +78,7 @@ pub(super) fn claim(
         // Expired leases first: that work has waited longest. Each query walks a partial
         // index in order, so finished deliveries cost nothing however many there are.
         let mut expired = conn.prepare_cached(
-            "SELECT lease_until, id FROM deliveries
+            "SELECT lease_until, id FROM deliveries INDEXED BY deliveries_leases
              WHERE state = 'in_flight' AND lease_until < ?1
                  AND destination_key NOT IN (SELECT value FROM json_each(?2))
              ORDER BY lease_until LIMIT ?3",
@@ -88,7 +88,7 @@ pub(super) fn claim(
         }
         if ids.len() < limit {
             let mut due = conn.prepare_cached(
-                "SELECT next_attempt_at, id FROM deliveries
+                "SELECT next_attempt_at, id FROM deliveries INDEXED BY deliveries_due
                  WHERE state IN ('pending', 'scheduled') AND next_attempt_at <= ?1
                      AND destination_key NOT IN (SELECT value FROM json_each(?2))
                  ORDER BY next_attempt_at LIMIT ?3",
@@ -207,11 +207,15 @@ pub(super) fn release(conn: &Connection, owner: &str, ids: &[String]) -> StoreRe
 pub(super) fn next_due_at(conn: &Connection) -> StoreResult<Option<chrono::DateTime<chrono::Utc>>> {
     let due: Option<i64> = conn
         .prepare_cached(
-            "SELECT MIN(next_attempt_at) FROM deliveries WHERE state IN ('pending', 'scheduled')",
+            "SELECT MIN(next_attempt_at) FROM deliveries INDEXED BY deliveries_due
+             WHERE state IN ('pending', 'scheduled')",
         )?
         .query_row([], |r| r.get(0))?;
     let lease: Option<i64> = conn
-        .prepare_cached("SELECT MIN(lease_until) FROM deliveries WHERE state = 'in_flight'")?
+        .prepare_cached(
+            "SELECT MIN(lease_until) FROM deliveries INDEXED BY deliveries_leases
+             WHERE state = 'in_flight'",
+        )?
         .query_row([], |r| r.get(0))?;
     Ok(match (due, lease) {
         (Some(a), Some(b)) => Some(a.min(b)),

@@ -352,8 +352,9 @@ fn job_filters(q: &JobQuery) -> (String, Vec<SqlValue>) {
     }
     if let Some(tag) = &q.tag {
         conds.push(
-            "EXISTS (SELECT 1 FROM json_each(j.metadata, '$.tags') t
-                     WHERE t.type = 'text' AND t.value = ?)",
+            "json_type(j.metadata, '$.tags') = 'array'
+             AND EXISTS (SELECT 1 FROM json_each(j.metadata, '$.tags') t
+                         WHERE t.type = 'text' AND t.value = ?)",
         );
         args.push(SqlValue::Text(tag.clone()));
     }
@@ -415,14 +416,16 @@ pub(super) fn claim(
     let mut candidates: Vec<(i64, i64)> = Vec::with_capacity(limit);
     {
         let mut queued = conn.prepare_cached(
-            "SELECT priority, id FROM jobs WHERE executable = 1 AND status = 'queued'
+            "SELECT priority, id FROM jobs INDEXED BY jobs_queue
+             WHERE executable = 1 AND status = 'queued'
              ORDER BY priority DESC, id LIMIT ?1",
         )?;
         for row in queued.query_map([n], |r| Ok((r.get(0)?, r.get(1)?)))? {
             candidates.push(row?);
         }
         let mut expired = conn.prepare_cached(
-            "SELECT priority, id FROM jobs WHERE executable = 1 AND status = 'running'
+            "SELECT priority, id FROM jobs INDEXED BY jobs_leases
+             WHERE executable = 1 AND status = 'running'
                  AND lease_until < ?1
              ORDER BY lease_until LIMIT ?2",
         )?;

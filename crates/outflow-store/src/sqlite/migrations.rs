@@ -87,8 +87,11 @@ CREATE TABLE deliveries (
     FOREIGN KEY (job_id, output_version) REFERENCES outputs (job_id, version) ON DELETE CASCADE
 ) WITHOUT ROWID;
 -- The delivery queue: due work, and work whose worker's lease ran out.
-CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE state IN ('pending', 'scheduled');
-CREATE INDEX deliveries_leases ON deliveries (lease_until) WHERE state = 'in_flight';
+-- destination_key is in them so that skipping saturated keys reads only the index.
+CREATE INDEX deliveries_due ON deliveries (next_attempt_at, destination_key)
+    WHERE state IN ('pending', 'scheduled');
+CREATE INDEX deliveries_leases ON deliveries (lease_until, destination_key)
+    WHERE state = 'in_flight';
 CREATE INDEX deliveries_job ON deliveries (job_id, output_version);
 CREATE INDEX deliveries_state ON deliveries (state, created_at);
 CREATE INDEX deliveries_created ON deliveries (created_at);

@@ -143,6 +143,17 @@ impl SqliteStore {
         self.inner.writer.shutdown();
     }
 
+    /// Caps the database at `pages` pages on the writer connection, so tests can reach the
+    /// "disk full" paths without filling a disk. Not for production use.
+    #[doc(hidden)]
+    pub async fn limit_pages_for_tests(&self, pages: u64) -> StoreResult<()> {
+        self.write(move |c| {
+            c.pragma_update(None, "max_page_count", pages as i64)?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Runs `f` on the writer in the next group-commit batch; returns once it committed.
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
@@ -169,7 +180,16 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?)).await
+        // Ready means reachable *and* on the schema this build writes.
+        let version = self.schema_version().await?;
+        if version != SCHEMA_VERSION {
+            return Err(StoreError::Backend(format!(
+                "the database {} is at schema version {version}, this Outflow needs \
+                 {SCHEMA_VERSION}",
+                self.inner.path.display()
+            )));
+        }
+        Ok(())
     }
 
     async fn sync_tasks(&self, tasks: &[TaskDef]) -> StoreResult<Vec<TaskRecord>> {
