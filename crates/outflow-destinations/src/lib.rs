@@ -15,6 +15,7 @@
 //!
 //! [`DestinationCatalog`]: outflow_core::config::DestinationCatalog
 
+pub mod check;
 pub mod error;
 #[cfg(feature = "filesystem")]
 pub mod filesystem;
