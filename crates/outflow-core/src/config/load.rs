@@ -280,7 +280,20 @@ fn decode_output(r: &mut FieldReader<'_>, config: &mut Config) {
         out.allow_private_networks = b;
     }
     out.allowed_hosts = allowed_hosts(r);
-    sections::decode_delivery_limits(r, &mut out.limits);
+    let explicit_lease = sections::decode_delivery_limits(r, &mut out.limits);
+    if !explicit_lease {
+        // Long timeouts get a lease that outlasts them, so attempts are never cut.
+        out.limits.lease = out.limits.lease.max(out.default_timeout * 2);
+    } else if out.limits.lease <= out.default_timeout {
+        r.error(
+            "delivery_lease",
+            format!(
+                "must be longer than default_timeout ({}s), got {}s: an attempt is cut at 90 % of the lease",
+                out.default_timeout.as_secs_f64(),
+                out.limits.lease.as_secs_f64()
+            ),
+        );
+    }
 }
 
 const NAME_EXPECTED: &str = "a unique name of letters, digits, '_', '-' and '.'";

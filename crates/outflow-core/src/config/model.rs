@@ -146,6 +146,11 @@ pub struct DeliveryLimits {
     pub breaker_failure_threshold: u32,
     /// `circuit_breaker.cool_down` (default 30 s).
     pub breaker_cool_down: Duration,
+    /// `delivery_lease`: how long a claimed delivery (or command job) stays this node's
+    /// before another node may take it over (default 60 s). After a crash, work in flight
+    /// is retried once its lease expires; an attempt is cut at 90 % of it, so it must be
+    /// longer than the slowest destination's timeout.
+    pub lease: Duration,
 }
 
 impl Default for DeliveryLimits {
@@ -154,6 +159,7 @@ impl Default for DeliveryLimits {
             per_destination_concurrency: 4,
             breaker_failure_threshold: 5,
             breaker_cool_down: Duration::from_secs(30),
+            lease: Duration::from_secs(60),
         }
     }
 }

@@ -54,11 +54,20 @@ pub(super) fn decode_executor(r: &mut FieldReader<'_>, config: &mut Config) {
     }
 }
 
-/// `per_destination_concurrency` and `circuit_breaker` inside `output:`.
-pub(super) fn decode_delivery_limits(r: &mut FieldReader<'_>, limits: &mut DeliveryLimits) {
+/// `per_destination_concurrency`, `delivery_lease` and `circuit_breaker` inside `output:`.
+/// Returns whether `delivery_lease` was given explicitly.
+pub(super) fn decode_delivery_limits(r: &mut FieldReader<'_>, limits: &mut DeliveryLimits) -> bool {
     match r.optional::<usize>("per_destination_concurrency", "a positive integer") {
         Some(0) => r.error("per_destination_concurrency", "must be a positive integer, got 0"),
         Some(n) => limits.per_destination_concurrency = n,
+        None => {}
+    }
+    let lease = r.duration_secs("delivery_lease");
+    match lease {
+        Some(d) if d < std::time::Duration::from_secs(1) => {
+            r.error("delivery_lease", "must be at least 1s (e.g. \"60s\")")
+        }
+        Some(d) => limits.lease = d,
         None => {}
     }
     if let Some(mut cb) = r.child("circuit_breaker") {
@@ -73,6 +82,7 @@ pub(super) fn decode_delivery_limits(r: &mut FieldReader<'_>, limits: &mut Deliv
         let errors = cb.finish();
         r.extend(errors);
     }
+    lease.is_some()
 }
 
 const TASK_NAME_EXPECTED: &str = "a unique task name of letters, digits, '_', '-' and '.'";

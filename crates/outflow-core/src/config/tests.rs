@@ -182,7 +182,7 @@ fn unknown_output_key_suggests() {
         errors_of("output:\n  max_concurent_deliveries: 5\n", &no_env()),
         ["output.max_concurent_deliveries: unknown key 'max_concurent_deliveries' (did you mean \
           'max_concurrent_deliveries'? valid keys: allow_private_networks, allowed_hosts, \
-          circuit_breaker, default_retry_policy, default_timeout, global_destinations, \
+          circuit_breaker, default_retry_policy, default_timeout, delivery_lease, global_destinations, \
           max_concurrent_deliveries, per_destination_concurrency, validate_on_startup)"]
     );
 }
@@ -606,7 +606,7 @@ extra: 1
              '_', '-' and '.')",
             "output.max_concurrent_deliveries: must be a positive integer, got 0",
             "output.typo_key: unknown key 'typo_key' (valid keys: allow_private_networks, \
-             allowed_hosts, circuit_breaker, default_retry_policy, default_timeout, \
+             allowed_hosts, circuit_breaker, default_retry_policy, default_timeout, delivery_lease, \
              global_destinations, max_concurrent_deliveries, per_destination_concurrency, \
              validate_on_startup)",
             "logging.level: must be one of error, warn, info, debug, trace, got 'loud'",
@@ -914,6 +914,20 @@ tasks:
             "tasks[1].name: duplicate task name 'a': already used by tasks[0]",
             "tasks[2].name: is required (a unique task name of letters, digits, '_', '-' and '.')",
             "tasks[3].args: only applies to tasks with a 'command'",
+        ]
+    );
+}
+
+#[test]
+fn delivery_lease_outlasts_the_timeout() {
+    let c = parse_ok("output:\n  default_timeout: 300\n", &no_env());
+    assert_eq!(c.output.limits.lease, std::time::Duration::from_secs(600));
+    let c = parse_ok("output:\n  delivery_lease: 5s\n  default_timeout: 2\n", &no_env());
+    assert_eq!(c.output.limits.lease, std::time::Duration::from_secs(5));
+    assert_eq!(
+        errors_of("output:\n  delivery_lease: 10s\n", &no_env()),
+        [
+            "output.delivery_lease: must be longer than default_timeout (30s), got 10s: an attempt is cut at 90 % of the lease"
         ]
     );
 }
