@@ -77,7 +77,7 @@ impl ServeOptions {
 }
 
 /// The engine settings a config asks for: `output.max_concurrent_deliveries`,
-/// `output.per_destination_concurrency`, `output.circuit_breaker.*`, `executor.*` and
+/// `output.per_destination_concurrency`, `output.delivery_lease`, `output.circuit_breaker.*`, `executor.*` and
 /// `server.shutdown_grace`; the rest are the engine's defaults.
 pub fn engine_settings(config: &Config) -> EngineSettings {
     let limits = &config.output.limits;
@@ -91,6 +91,7 @@ pub fn engine_settings(config: &Config) -> EngineSettings {
         max_concurrent_jobs: config.executor.max_concurrent_jobs.max(1),
         stderr_limit: usize::try_from(config.executor.stderr_limit).unwrap_or(usize::MAX),
         shutdown_grace: config.server.shutdown_grace,
+        lease: limits.lease,
         ..EngineSettings::default()
     }
 }

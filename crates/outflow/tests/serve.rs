@@ -62,10 +62,13 @@ fn write_config(dir: &Path, port: u16, hook: &str, retry: Value) -> std::path::P
         "logging": {"level": "warn"},
         "output": {
             "max_concurrent_deliveries": 32,
+            "default_timeout": 2,
+            // A crashed server's in-flight deliveries come back when their lease expires.
+            "delivery_lease": "3s",
             "allowed_hosts": ["127.0.0.1"],
             "global_destinations": [{
                 "name": "hook",
-                "destination": {"type": "webhook", "url": hook, "timeout_seconds": 5,
+                "destination": {"type": "webhook", "url": hook, "timeout_seconds": 2,
                                 "retry_policy": retry}
             }]
         }
@@ -171,7 +174,7 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
                 acked
             }));
         }
-        tokio::time::sleep(Duration::from_millis(300 + round as u64 * 150)).await;
+        tokio::time::sleep(Duration::from_millis(800 + round as u64 * 200)).await;
         server.kill9();
         for t in tasks {
             acknowledged.extend(t.await.unwrap());
