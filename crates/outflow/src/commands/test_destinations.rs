@@ -2,8 +2,8 @@
 //! without delivering anything.
 
 use std::process::ExitCode;
-use std::time::Instant;
 
+use outflow_destinations::check::check_built;
 use serde::Serialize;
 
 use crate::cli::TestDestinationsArgs;
@@ -26,24 +26,15 @@ pub async fn run(args: TestDestinationsArgs) -> anyhow::Result<ExitCode> {
     let requested = destinations::requested(&loaded, &args.to, &args.dest)?;
     let mut results = Vec::with_capacity(requested.len());
     for (index, r) in requested.into_iter().enumerate() {
-        let started = Instant::now();
-        let (success, error) = match r.built {
-            Err(errors) => {
-                let text = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
-                (false, Some(text))
-            }
-            Ok(dest) => match dest.check().await {
-                Ok(_) => (true, None),
-                Err(e) => (false, Some(e.message)),
-            },
-        };
+        // The same check as the API's test-output-destinations, so both report alike.
+        let check = check_built(r.built).await;
         results.push(TestResult {
             index,
             name: r.name,
             destination_type: r.kind,
-            success,
-            error,
-            estimated_time_ms: started.elapsed().as_millis() as u64,
+            success: check.success,
+            error: check.error,
+            estimated_time_ms: check.elapsed.as_millis() as u64,
         });
     }
     let all_ok = results.iter().all(|r| r.success);
