@@ -518,6 +518,11 @@ async fn every_client_error_is_a_problem_document() {
     );
 
     server.get("/api/v1/jobs/424242").await.problem(404);
+    server.get("/api/v1/jobs/424242/deliveries").await.problem(404);
+    server.post("/api/v1/jobs/424242/cancel", &json!({})).await.problem(404);
+    server.post("/api/v1/jobs/424242/status", &json!({"status": "running"})).await.problem(404);
+    server.put("/api/v1/jobs/424242/output", "text/plain", b"x").await.problem(404);
+    server.delete("/api/v1/jobs/424242").await.problem(404);
     server.get("/api/v1/jobs/0190b6f2-7c5e-7a3b-8c1d-2e3f4a5b6c7d/status").await.problem(404);
     assert_eq!(
         server.get("/api/v1/jobs/not-a-job").await.problem(400)["detail"],
