@@ -237,8 +237,16 @@ async fn a_retry_scheduled_before_a_restart_is_delivered_after_it() {
     let server = Server::start(&config, port).await;
     let acknowledged = HashSet::from([uuid]);
     wait_for_all(&ledger, &acknowledged, Duration::from_secs(20)).await;
-    let page = client.list_deliveries(&[("state", "delivered".to_string())]).await.unwrap();
-    assert_eq!(page["total"], 1, "{page}");
+    // The receiver logs the request before the server commits the outcome: poll for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let page = loop {
+        let page = client.list_deliveries(&[("state", "delivered".to_string())]).await.unwrap();
+        if page["total"] == 1 {
+            break page;
+        }
+        assert!(Instant::now() < deadline, "never recorded as delivered: {page}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(page["data"][0]["attempt_count"], 2, "one failed attempt before, one after: {page}");
     server.terminate();
 }
