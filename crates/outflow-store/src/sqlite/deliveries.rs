@@ -6,14 +6,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use outflow_core::attempt::AttemptRecord;
 use outflow_core::delivery::{Delivery, DeliveryState};
-use outflow_core::job::{JobStatus, OutputMeta};
+use outflow_core::job::JobStatus;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::jobs::{self, sql_limit};
 use super::rows::{
-    ATTEMPT_COLS, DELIVERY_COLS, attempt_from_row, delivery_from_row, failure_class_name, from_ms,
-    now_ms, to_json, to_ms,
+    ATTEMPT_COLS, DELIVERY_COLS, JOB_COLS, OUTPUT_COLS, attempt_from_row, delivery_from_row,
+    failure_class_name, from_ms, job_at, now_ms, output_at, to_json, to_ms,
 };
 use crate::{
     AttemptOutcome, AttemptResult, ClaimedDelivery, DeliveryQuery, JobRef, Page, StoreError,
@@ -99,37 +99,41 @@ pub(super) fn claim(
             }
         }
     }
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
     let until = lease_end(now, lease);
-    let mut mark = conn.prepare_cached(
+    let id_list = to_json(&ids.iter().map(|(_, id)| id).collect::<Vec<_>>())?;
+    conn.prepare_cached(
         "UPDATE deliveries SET state = 'in_flight', lease_owner = ?2, lease_until = ?3,
              updated_at = ?4
-         WHERE id = ?1",
-    )?;
-    let mut outputs: HashMap<(i64, u32), (OutputMeta, Bytes)> = HashMap::new();
-    let mut jobs_seen = HashMap::new();
-    let mut claimed = Vec::with_capacity(ids.len());
-    for (_, id) in ids {
-        mark.execute(params![id, owner, until, now])?;
-        let delivery = load(conn, &id)?;
-        let job = match jobs_seen.get(&delivery.job_id) {
-            Some(j) => Clone::clone(j),
-            None => {
-                let j = jobs::load(conn, JobRef::Id(delivery.job_id))?;
-                jobs_seen.insert(delivery.job_id, j.clone());
-                j
-            }
-        };
-        let key = (delivery.job_id, delivery.output_version);
-        let (output, body) = match outputs.get(&key) {
-            Some(o) => o.clone(),
-            None => {
-                let o = jobs::output(conn, JobRef::Id(key.0), Some(key.1))?;
-                outputs.insert(key, o.clone());
-                o
-            }
-        };
-        claimed.push(ClaimedDelivery { delivery, job, output, body });
-    }
+         WHERE id IN (SELECT value FROM json_each(?1))",
+    )?
+    .execute(params![id_list, owner, until, now])?;
+    // One query for the deliveries with their jobs and output versions.
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {DELIVERY_COLS}, {JOB_COLS}, {OUTPUT_COLS}, o.body
+         FROM deliveries d
+         JOIN jobs j ON j.id = d.job_id
+         JOIN outputs o ON o.job_id = d.job_id AND o.version = d.output_version
+         WHERE d.id IN (SELECT value FROM json_each(?1))"
+    ))?;
+    let job_at_col = DELIVERY_COLS.split(',').count();
+    let output_at_col = job_at_col + JOB_COLS.split(',').count();
+    let body_col = output_at_col + OUTPUT_COLS.split(',').count();
+    let mut by_id: HashMap<String, ClaimedDelivery> = stmt
+        .query_map([&id_list], |r| {
+            Ok(ClaimedDelivery {
+                delivery: delivery_from_row(r)?,
+                job: job_at(r, job_at_col)?,
+                output: output_at(r, output_at_col)?,
+                body: Bytes::from(r.get::<_, Vec<u8>>(body_col)?),
+            })
+        })?
+        .map(|c| c.map(|c| (c.delivery.id.clone(), c)))
+        .collect::<rusqlite::Result<_>>()?;
+    // Claim order: expired leases, then oldest due first.
+    let claimed = ids.into_iter().filter_map(|(_, id)| by_id.remove(&id)).collect();
     Ok(claimed)
 }
 

@@ -94,7 +94,33 @@ pub(super) fn create(conn: &Connection, job: NewJob) -> StoreResult<(Job, bool)>
             now,
         ])?;
     if inserted == 1 {
-        return Ok((load(conn, JobRef::Id(conn.last_insert_rowid()))?, true));
+        // Built from what was just written rather than read back: submits are the hottest
+        // write path.
+        let at = from_ms(now);
+        let created = Job {
+            id: conn.last_insert_rowid(),
+            uuid: job.uuid,
+            client_job_id: job.client_job_id,
+            task_id: job.task_id,
+            task_name: job.task_name,
+            task_version: job.task_version,
+            priority: job.priority,
+            status: JobStatus::Queued,
+            progress: None,
+            error: None,
+            input_data: job.input_data,
+            metadata: job.metadata,
+            output_destinations: job.output_destinations,
+            destinations: job.destinations,
+            executable: job.executable,
+            queued_at: at,
+            started_at: None,
+            finished_at: None,
+            updated_at: at,
+            output_version: None,
+            log: None,
+        };
+        return Ok((created, true));
     }
     let existing = conn
         .prepare_cached(&format!("SELECT {JOB_COLS} FROM jobs j WHERE j.client_job_id = ?1"))?

@@ -81,30 +81,35 @@ pub(super) const JOB_COLS: &str = "j.id, j.uuid, j.client_job_id, j.task_id, j.t
 
 /// A job from [`JOB_COLS`].
 pub(super) fn job_from_row(row: &Row) -> rusqlite::Result<Job> {
-    let status: String = row.get(7)?;
+    job_at(row, 0)
+}
+
+/// A job from [`JOB_COLS`] starting at column `b`.
+pub(super) fn job_at(row: &Row, b: usize) -> rusqlite::Result<Job> {
+    let status: String = row.get(b + 7)?;
     Ok(Job {
-        id: row.get(0)?,
-        uuid: uuid_col(row, 1)?,
-        client_job_id: row.get(2)?,
-        task_id: row.get(3)?,
-        task_name: row.get(4)?,
-        task_version: row.get(5)?,
-        priority: priority_from_rank(row.get(6)?),
+        id: row.get(b)?,
+        uuid: uuid_col(row, b + 1)?,
+        client_job_id: row.get(b + 2)?,
+        task_id: row.get(b + 3)?,
+        task_name: row.get(b + 4)?,
+        task_version: row.get(b + 5)?,
+        priority: priority_from_rank(row.get(b + 6)?),
         status: JobStatus::parse(&status)
-            .ok_or_else(|| bad(7, Type::Text, format!("unknown job status {status:?}")))?,
-        progress: row.get::<_, Option<i64>>(8)?.map(|p| p.clamp(0, 100) as u8),
-        error: row.get(9)?,
-        input_data: json_col(row, 10)?,
-        metadata: json_col(row, 11)?,
-        output_destinations: json_col(row, 12)?,
-        destinations: json_col(row, 13)?,
-        executable: row.get(14)?,
-        queued_at: ts(row, 15)?,
-        started_at: opt_ts(row, 16)?,
-        finished_at: opt_ts(row, 17)?,
-        updated_at: ts(row, 18)?,
-        output_version: row.get(19)?,
-        log: row.get(20)?,
+            .ok_or_else(|| bad(b + 7, Type::Text, format!("unknown job status {status:?}")))?,
+        progress: row.get::<_, Option<i64>>(b + 8)?.map(|p| p.clamp(0, 100) as u8),
+        error: row.get(b + 9)?,
+        input_data: json_col(row, b + 10)?,
+        metadata: json_col(row, b + 11)?,
+        output_destinations: json_col(row, b + 12)?,
+        destinations: json_col(row, b + 13)?,
+        executable: row.get(b + 14)?,
+        queued_at: ts(row, b + 15)?,
+        started_at: opt_ts(row, b + 16)?,
+        finished_at: opt_ts(row, b + 17)?,
+        updated_at: ts(row, b + 18)?,
+        output_version: row.get(b + 19)?,
+        log: row.get(b + 20)?,
     })
 }
 
@@ -182,15 +187,20 @@ pub(super) const OUTPUT_COLS: &str =
 
 /// An output description from [`OUTPUT_COLS`].
 pub(super) fn output_from_row(row: &Row) -> rusqlite::Result<OutputMeta> {
-    let kind: String = row.get(2)?;
+    output_at(row, 0)
+}
+
+/// An output description from [`OUTPUT_COLS`] starting at column `b`.
+pub(super) fn output_at(row: &Row, b: usize) -> rusqlite::Result<OutputMeta> {
+    let kind: String = row.get(b + 2)?;
     Ok(OutputMeta {
-        job_id: row.get(0)?,
-        version: row.get(1)?,
+        job_id: row.get(b)?,
+        version: row.get(b + 1)?,
         kind: OutputKind::parse(&kind)
-            .ok_or_else(|| bad(2, Type::Text, format!("unknown output kind {kind:?}")))?,
-        content_type: row.get(3)?,
-        size: row.get::<_, i64>(4)?.max(0) as u64,
-        sha256: row.get(5)?,
-        created_at: ts(row, 6)?,
+            .ok_or_else(|| bad(b + 2, Type::Text, format!("unknown output kind {kind:?}")))?,
+        content_type: row.get(b + 3)?,
+        size: row.get::<_, i64>(b + 4)?.max(0) as u64,
+        sha256: row.get(b + 5)?,
+        created_at: ts(row, b + 6)?,
     })
 }
