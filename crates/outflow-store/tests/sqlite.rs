@@ -185,3 +185,56 @@ async fn full_disk_is_reported_and_nothing_unacknowledged_is_kept() {
         store.get_job(JobRef::Uuid(uuid)).await.unwrap();
     }
 }
+
+/// Two stores on one file stand for two processes: their claims never overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_on_one_file_never_claim_the_same_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = SqliteStore::open(dir.path()).await.unwrap();
+    let b = SqliteStore::open(dir.path()).await.unwrap();
+    let mut jobs = Vec::new();
+    let mut deliveries = Vec::new();
+    for _ in 0..30 {
+        let (job, _) = a.create_job(suite::new_job()).await.unwrap();
+        jobs.push(job.id);
+        let d = suite::new_delivery("k");
+        deliveries.push(d.id.clone());
+        let finish = FinishJob {
+            status: None,
+            error: None,
+            log: None,
+            output: Some(suite::json_output("1")),
+            deliveries: vec![d],
+        };
+        b.finish_job(JobRef::Id(job.id), finish).await.unwrap();
+    }
+    let lease = std::time::Duration::from_secs(60);
+    let mut tasks = Vec::new();
+    for (name, store) in [("a", a.clone()), ("b", b.clone()), ("a2", a), ("b2", b)] {
+        tasks.push(tokio::spawn(async move {
+            let mut got_jobs = Vec::new();
+            let mut got_deliveries = Vec::new();
+            loop {
+                let j = store.claim_jobs(name, 2, lease).await.unwrap();
+                let d = store.claim_deliveries(name, 2, lease, &[]).await.unwrap();
+                if j.is_empty() && d.is_empty() {
+                    return (got_jobs, got_deliveries);
+                }
+                got_jobs.extend(j.into_iter().map(|j| j.id));
+                got_deliveries.extend(d.into_iter().map(|c| c.delivery.id));
+            }
+        }));
+    }
+    let mut all_jobs = Vec::new();
+    let mut all_deliveries = Vec::new();
+    for t in tasks {
+        let (j, d) = t.await.unwrap();
+        all_jobs.extend(j);
+        all_deliveries.extend(d);
+    }
+    all_jobs.sort();
+    all_deliveries.sort();
+    deliveries.sort();
+    assert_eq!(all_jobs, jobs);
+    assert_eq!(all_deliveries, deliveries);
+}
