@@ -91,9 +91,14 @@ pub fn build(
 }
 
 /// A configured webhook with its own pooled HTTP client.
+///
+/// The client (TLS configuration, connection pool) is created on the first request, not
+/// when the destination is built: validating a job's destinations and planning its
+/// deliveries build destinations on every submit, and a TLS client per submit would cost
+/// more than the whole request.
 pub struct WebhookDestination {
     cfg: WebhookConfig,
-    client: reqwest::Client,
+    client: std::sync::OnceLock<reqwest::Client>,
     resolver: PolicyResolver,
 }
 
@@ -117,19 +122,33 @@ impl fmt::Debug for WebhookDestination {
 }
 
 impl WebhookDestination {
-    /// Builds the destination's HTTP client. Fails only if the TLS backend cannot start.
+    /// Builds the destination; its HTTP client is created on first use.
     pub fn new(cfg: WebhookConfig) -> Result<Self, String> {
         let resolver = PolicyResolver::new(Arc::new(cfg.network.clone()));
+        Ok(WebhookDestination { cfg, client: std::sync::OnceLock::new(), resolver })
+    }
+
+    /// The pooled client, created on first use. Fails only if the TLS backend cannot start.
+    fn client(&self) -> Result<&reqwest::Client, DeliveryError> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
         let client = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout)
-            .dns_resolver(resolver.clone())
+            .timeout(self.cfg.timeout)
+            .connect_timeout(self.cfg.timeout)
+            .dns_resolver(self.resolver.clone())
             .build()
-            .map_err(|e| format!("cannot create the HTTP client: {}", error_chain(&e)))?;
-        Ok(WebhookDestination { cfg, client, resolver })
+            .map_err(|e| {
+                DeliveryError::permanent(format!(
+                    "cannot create the HTTP client: {}",
+                    error_chain(&e)
+                ))
+            })?;
+        // Two first uses may race: both clients work, one is kept.
+        Ok(self.client.get_or_init(|| client))
     }
 
     /// The validated configuration.
@@ -344,7 +363,7 @@ impl Destination for WebhookDestination {
             auth.apply(&mut headers, ctx.delivery_id, now, &body);
         }
         let sent = body.len() as u64;
-        let mut request = self.client.request(self.cfg.method.clone(), url).headers(headers);
+        let mut request = self.client()?.request(self.cfg.method.clone(), url).headers(headers);
         if has_body(&self.cfg.method) {
             request = request.body(body);
         }
