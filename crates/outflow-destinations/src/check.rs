@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use outflow_core::config::{ConfigError, DestinationSpec};
 use serde_json::Value;
 
-use crate::{Destination, Registry};
+use crate::{Destination, Registry, SpecOrigin};
 
 /// The outcome of testing one destination.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,13 +36,18 @@ pub async fn check_built(built: Result<Arc<dyn Destination>, Vec<ConfigError>>) 
     SpecCheck { success, error, elapsed: started.elapsed() }
 }
 
-/// Validates and probes one raw spec (`{"type": ..., ...}`); `path` names it in errors
-/// (`destinations[0]`).
-pub async fn check_spec(registry: &Registry, spec: &Value, path: &str) -> SpecCheck {
+/// Validates and probes one raw spec (`{"type": ..., ...}`) written by `origin`; `path`
+/// names it in errors (`destinations[0]`).
+pub async fn check_spec(
+    registry: &Registry,
+    spec: &Value,
+    path: &str,
+    origin: SpecOrigin,
+) -> SpecCheck {
     let started = Instant::now();
     let built = DestinationSpec::from_value(spec, path)
         .map_err(|e| vec![e])
-        .and_then(|spec| registry.build(&spec, path));
+        .and_then(|spec| registry.build_from(&spec, path, origin));
     let mut report = check_built(built).await;
     report.elapsed = started.elapsed();
     report
@@ -50,9 +55,14 @@ pub async fn check_spec(registry: &Registry, spec: &Value, path: &str) -> SpecCh
 
 /// Tests every spec concurrently (a slow probe does not delay the others); results come
 /// back in input order. Paths are `{prefix}[i]`.
-pub async fn check_specs(registry: &Registry, specs: &[Value], prefix: &str) -> Vec<SpecCheck> {
+pub async fn check_specs(
+    registry: &Registry,
+    specs: &[Value],
+    prefix: &str,
+    origin: SpecOrigin,
+) -> Vec<SpecCheck> {
     let checks = specs.iter().enumerate().map(|(i, spec)| async move {
-        check_spec(registry, spec, &format!("{prefix}[{i}]")).await
+        check_spec(registry, spec, &format!("{prefix}[{i}]"), origin).await
     });
     futures::future::join_all(checks).await
 }
@@ -68,6 +78,7 @@ mod tests {
             &Registry::default(),
             &[json!({"path": "/tmp/x"}), json!({"type": "ftp"})],
             "destinations",
+            SpecOrigin::Operator,
         )
         .await;
         assert!(!reports[0].success);

@@ -31,7 +31,7 @@ use outflow_core::context::RenderContext;
 use outflow_core::retry::RetryPolicy;
 
 pub use error::DeliveryError;
-pub use registry::{BuildDefaults, Registry};
+pub use registry::{BuildDefaults, Registry, SpecOrigin};
 
 /// What a successful attempt reports.
 #[derive(Debug, Clone, Default, PartialEq)]

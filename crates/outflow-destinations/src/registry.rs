@@ -85,6 +85,21 @@ const PLANNED: &[&str] = &[
     "cassandra",
 ];
 
+/// Keys that widen what a destination may reach. Only the operator's config may set them:
+/// a destination submitted through the API (a job's `output_destinations`,
+/// `test-output-destinations`) that names one is refused, so an API client cannot point a
+/// webhook at the cloud metadata service and read the answer back from the attempt record.
+pub const OPERATOR_ONLY_KEYS: &[&str] = &["allow_private_networks", "allowed_hosts"];
+
+/// Who wrote a destination spec, which decides what it may set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecOrigin {
+    /// The operator: the config file or the command line.
+    Operator,
+    /// An API client: [`OPERATOR_ONLY_KEYS`] are refused.
+    ApiClient,
+}
+
 /// Builds destinations from specs with a set of defaults.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
@@ -135,6 +150,41 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Builds a destination written by `origin`: like [`Registry::build`], but an API
+    /// client's spec may not set [`OPERATOR_ONLY_KEYS`]. Every problem is reported.
+    pub fn build_from(
+        &self,
+        spec: &DestinationSpec,
+        path: &str,
+        origin: SpecOrigin,
+    ) -> Result<Arc<dyn Destination>, Vec<ConfigError>> {
+        let mut errors: Vec<ConfigError> = match origin {
+            SpecOrigin::Operator => Vec::new(),
+            SpecOrigin::ApiClient => OPERATOR_ONLY_KEYS
+                .iter()
+                .filter(|key| spec.fields.contains_key(**key))
+                .map(|key| {
+                    ConfigError::new(
+                        format!("{path}.{key}"),
+                        "cannot be set through the API: which private networks destinations may \
+                         reach is the server's config (output.allow_private_networks, \
+                         output.allowed_hosts)",
+                    )
+                })
+                .collect(),
+        };
+        match self.build(spec, path) {
+            Ok(dest) if errors.is_empty() => Ok(dest),
+            Ok(_) => Err(errors),
+            Err(more) => {
+                errors.extend(more);
+                Err(errors)
+            }
+        }
+    }
+}
+
 impl DestinationCatalog for Registry {
     fn kinds(&self) -> Vec<&'static str> {
         Registry::kinds()
@@ -162,5 +212,32 @@ mod tests {
                 Registry::kinds().join(", ")
             )
         );
+    }
+
+    #[test]
+    fn planned_type_says_not_supported_yet() {
+        let spec = DestinationSpec::from_value(&json!({"type": "s3", "bucket": "b"}), "d").unwrap();
+        let errs = Registry::default().build(&spec, "d").unwrap_err();
+        assert_eq!(errs[0].path, "d.type");
+        assert!(
+            errs[0].message.starts_with("destination type 's3' is not supported yet"),
+            "{}",
+            errs[0].message
+        );
+    }
+
+    #[test]
+    fn api_clients_cannot_widen_the_network_policy() {
+        let spec = DestinationSpec::from_value(
+            &json!({"type": "webhook", "url": "http://169.254.169.254/", "allow_private_networks": true}),
+            "d",
+        )
+        .unwrap();
+        let registry = Registry::default();
+        assert!(registry.build_from(&spec, "d", SpecOrigin::Operator).is_ok());
+        let errs = registry.build_from(&spec, "d", SpecOrigin::ApiClient).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].path, "d.allow_private_networks");
+        assert!(errs[0].message.contains("cannot be set through the API"), "{}", errs[0].message);
     }
 }

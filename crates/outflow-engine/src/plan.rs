@@ -11,7 +11,7 @@ use std::sync::Arc;
 use outflow_core::config::{ConfigError, DestinationSpec, GlobalDestination};
 use outflow_core::job::Job;
 use outflow_destinations::runner::new_delivery_id;
-use outflow_destinations::{Destination, Registry};
+use outflow_destinations::{Destination, Registry, SpecOrigin};
 use outflow_store::NewDelivery;
 use serde_json::{Value, json};
 use thiserror::Error;
@@ -54,7 +54,8 @@ impl DeliveryPlanner {
     }
 
     /// Checks a job's destinations at submit time: every name exists, every inline spec is
-    /// valid. Paths are `destinations[i]` and `output_destinations[i].<key>`.
+    /// valid and sets no operator-only key (inline specs come from API clients). Paths are
+    /// `destinations[i]` and `output_destinations[i].<key>`.
     pub fn validate(&self, names: &[String], inline: &[Value]) -> Result<(), PlanError> {
         let mut errors = Vec::new();
         for (i, name) in names.iter().enumerate() {
@@ -69,7 +70,7 @@ impl DeliveryPlanner {
             let path = format!("output_destinations[{i}]");
             match DestinationSpec::from_value(spec, &path) {
                 Ok(spec) => {
-                    if let Err(e) = self.registry.build(&spec, &path) {
+                    if let Err(e) = self.registry.build_from(&spec, &path, SpecOrigin::ApiClient) {
                         errors.extend(e);
                     }
                 }

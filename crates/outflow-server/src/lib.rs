@@ -171,6 +171,14 @@ pub async fn serve(
 /// `output.validate_on_startup`), the store cannot be opened or the address is taken.
 pub async fn start(opts: ServeOptions) -> anyhow::Result<RunningServer> {
     let ServeOptions { config, store, engine: settings } = opts;
+    let listen = config.server.listen;
+    if !listen.ip().is_loopback() && !config.server.allow_unauthenticated {
+        bail!(
+            "refusing to listen on {listen}: the API has no authentication yet, so anyone who \
+             can connect could submit jobs that write files as this user and call URLs. Listen \
+             on 127.0.0.1 (the default), or set server.allow_unauthenticated: true to accept that"
+        );
+    }
     let registry = Registry::new(BuildDefaults::from_output(&config.output));
     if config.output.validate_on_startup {
         let errors = config.validate_destinations(&registry);

@@ -346,3 +346,18 @@ fn config_logging_level_applies_unless_the_environment_overrides_it() {
     assert!(quiet.status.success(), "{}", text(&quiet.stderr));
     assert!(!text(&quiet.stderr).contains("Output delivered"), "{}", text(&quiet.stderr));
 }
+
+#[test]
+fn serve_refuses_a_public_address_without_authentication() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        outflow()
+            .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+            .arg(dir.path().join("data")),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("refusing to listen on 0.0.0.0:0"), "{err}");
+    assert!(err.contains("server.allow_unauthenticated"), "{err}");
+}

@@ -137,7 +137,7 @@ pub use model::{
     Config, DeliveryLimits, ExecutorConfig, GlobalDestination, LoggingConfig, OutputConfig,
     ServerConfig, StorageConfig, TaskConfig,
 };
-pub use redact::redact;
+pub use redact::{mask_url_secrets, redact};
 
 impl Config {
     /// Parses YAML text. Always returns a config (defaults where a value was invalid) and

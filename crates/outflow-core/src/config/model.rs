@@ -93,6 +93,10 @@ pub struct ServerConfig {
     pub body_limit: u64,
     /// `shutdown_grace`: how long in-flight work may finish on SIGTERM (default 30 s).
     pub shutdown_grace: Duration,
+    /// `allow_unauthenticated` (default false): listen on a non-loopback address although
+    /// the API has no authentication yet. Any client that can connect can then submit jobs
+    /// whose inline destinations write files as the server's user and call URLs.
+    pub allow_unauthenticated: bool,
 }
 
 impl Default for ServerConfig {
@@ -101,6 +105,7 @@ impl Default for ServerConfig {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
             body_limit: 32 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
+            allow_unauthenticated: false,
         }
     }
 }

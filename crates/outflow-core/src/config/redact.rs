@@ -64,6 +64,13 @@ fn redact_headers(headers: &mut Map<String, Value>) {
     }
 }
 
+/// A URL (or URL template) safe to show: the userinfo password and the values of
+/// secret-named query parameters (`token`, `api_key`, `password`...) are masked.
+/// `https://u:pw@h/p?token=x&a=1` → `https://u:********@h/p?token=********&a=1`.
+pub fn mask_url_secrets(url: &str) -> String {
+    mask_url(url).unwrap_or_else(|| url.to_string())
+}
+
 /// `scheme://user:pw@host/p?token=x` → `scheme://user:MASK@host/p?token=MASK`; `None` when
 /// there is nothing to mask.
 fn mask_url(s: &str) -> Option<String> {

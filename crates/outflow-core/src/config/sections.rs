@@ -30,6 +30,9 @@ pub(super) fn decode_server(r: &mut FieldReader<'_>, config: &mut Config) {
     if let Some(d) = r.duration_secs("shutdown_grace") {
         server.shutdown_grace = d;
     }
+    if let Some(b) = r.bool("allow_unauthenticated") {
+        server.allow_unauthenticated = b;
+    }
 }
 
 pub(super) fn decode_storage(r: &mut FieldReader<'_>, config: &mut Config) {

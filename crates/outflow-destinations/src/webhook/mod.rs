@@ -59,11 +59,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use outflow_core::attempt::response_excerpt;
+use outflow_core::config::mask_url_secrets;
 use outflow_core::config::{ConfigError, DestinationSpec};
 use outflow_core::context::{JobContext, RenderContext};
 use outflow_core::output::Output;
 use outflow_core::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
-use outflow_core::secret::MASK;
 use outflow_core::template::VarSource;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
@@ -107,7 +107,7 @@ impl fmt::Debug for WebhookDestination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let header_names: Vec<&str> = self.cfg.headers.iter().map(|(n, _)| n.as_str()).collect();
         f.debug_struct("WebhookDestination")
-            .field("url", &mask_password(self.cfg.url.source()))
+            .field("url", &mask_url_secrets(self.cfg.url.source()))
             .field("method", &self.cfg.method)
             .field("headers", &header_names)
             .field("timeout", &self.cfg.timeout)
@@ -166,7 +166,7 @@ impl WebhookDestination {
             index.set(i + 1);
             if i < origin_vars { v.to_string() } else { percent_encode(v) }
         };
-        let source = mask_password(self.cfg.url.source());
+        let source = mask_url_secrets(self.cfg.url.source());
         let rendered = self.cfg.url.render_with(ctx, &escape).map_err(|e| {
             DeliveryError::permanent(format!("cannot render URL template '{source}': {e}"))
         })?;
@@ -263,7 +263,7 @@ impl WebhookDestination {
             let location = response_headers
                 .get(LOCATION)
                 .and_then(|v| v.to_str().ok())
-                .map(mask_password)
+                .map(mask_url_secrets)
                 .unwrap_or_else(|| "none given".into());
             DeliveryError::permanent(format!(
                 "{label}: redirects are not followed (Location: {location}); a redirect could \
@@ -338,7 +338,7 @@ impl Destination for WebhookDestination {
     }
 
     fn describe(&self) -> String {
-        mask_password(self.cfg.url.source())
+        mask_url_secrets(self.cfg.url.source())
     }
 
     fn isolation_key(&self) -> String {
@@ -352,7 +352,7 @@ impl Destination for WebhookDestination {
     async fn deliver(&self, attempt: Attempt<'_>) -> Result<DeliveryReceipt, DeliveryError> {
         let ctx = attempt.render;
         let url = self.render_url(&ctx)?;
-        let target = mask_password(url.as_str());
+        let target = mask_url_secrets(url.as_str());
         if let Some(host) = url.host() {
             check_literal(&self.cfg.network, &host).map_err(|msg| blocked(&target, &msg))?;
         }
@@ -496,30 +496,23 @@ fn percent_encode(value: &str) -> String {
     out
 }
 
-/// Replaces the password of a URL's userinfo (`https://user:pw@host/`) with the mask. Works
-/// on templates as written as well as rendered URLs.
-pub fn mask_password(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else { return url.to_string() };
-    let start = scheme_end + 3;
-    let end = url[start..].find(['/', '?', '#']).map_or(url.len(), |i| start + i);
-    let Some(at) = url[start..end].rfind('@') else { return url.to_string() };
-    let userinfo = &url[start..start + at];
-    match userinfo.find(':') {
-        Some(colon) => format!("{}:{MASK}{}", &url[..start + colon], &url[start + at..]),
-        None => url.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn passwords_are_masked() {
-        assert_eq!(mask_password("https://u:pw@h.example/x@y"), "https://u:********@h.example/x@y");
-        assert_eq!(mask_password("https://u@h/"), "https://u@h/");
-        assert_eq!(mask_password("https://h/?a=b:c@d"), "https://h/?a=b:c@d");
-        assert_eq!(mask_password("no url"), "no url");
+    fn passwords_and_secret_query_values_are_masked() {
+        assert_eq!(
+            mask_url_secrets("https://u:pw@h.example/x@y"),
+            "https://u:********@h.example/x@y"
+        );
+        assert_eq!(mask_url_secrets("https://u@h/"), "https://u@h/");
+        assert_eq!(mask_url_secrets("https://h/?a=b:c@d"), "https://h/?a=b:c@d");
+        assert_eq!(
+            mask_url_secrets("https://h/in?token=s3cret&x=1"),
+            "https://h/in?token=********&x=1"
+        );
+        assert_eq!(mask_url_secrets("no url"), "no url");
     }
 
     #[test]
@@ -552,7 +545,7 @@ fn origin_key(url_template: &str) -> String {
         let port = url.port_or_known_default().map(|p| format!(":{p}")).unwrap_or_default();
         return format!("webhook:{}://{host}{port}", url.scheme());
     }
-    format!("webhook:{}", mask_password(&url_template[..origin_end]))
+    format!("webhook:{}", mask_url_secrets(&url_template[..origin_end]))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::{RawQuery, State};
 use outflow_core::config::FieldReader;
 use outflow_core::config::redact;
+use outflow_destinations::SpecOrigin;
 use outflow_destinations::check::check_specs;
 use serde_json::Value;
 
@@ -49,7 +50,9 @@ pub async fn test_output_destinations(
     let Some(specs) = specs.filter(|_| errors.is_empty()) else {
         return Err(Problem::validation(errors.into_iter().map(FieldError::from).collect()));
     };
-    let checks = check_specs(state.planner().registry(), &specs, "destinations").await;
+    let checks =
+        check_specs(state.planner().registry(), &specs, "destinations", SpecOrigin::ApiClient)
+            .await;
     let data = specs
         .iter()
         .zip(checks)
