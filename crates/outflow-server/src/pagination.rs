@@ -158,11 +158,12 @@ impl PageRequest {
         }
         if start.is_some() || end.is_some() {
             let start = start.unwrap_or(0);
-            let end = end.unwrap_or(start + DEFAULT_LIMIT);
-            if end < start {
+            let end = end.unwrap_or(start.saturating_add(DEFAULT_LIMIT));
+            if end <= start {
+                // An empty range would mean "limit 0", which the store reads as "no limit".
                 return Err(Problem::bad_parameter(
                     "_end",
-                    format!("must not be less than _start ({start}), got {end}"),
+                    format!("must be greater than _start ({start}), got {end}"),
                 ));
             }
             let limit = end - start;

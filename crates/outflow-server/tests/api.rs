@@ -675,3 +675,74 @@ async fn health_readiness_and_metrics() {
     assert!(text.contains("outflow_deliveries{state=\"delivered\"} 0\n"), "{text}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn api_clients_cannot_widen_the_network_policy() {
+    let server = TestServer::start(config(json!([]), json!([]))).await;
+    // A job cannot carry its own allow-list: that would let any client read internal URLs
+    // (e.g. cloud metadata) back through the attempt's response excerpt.
+    let a = server
+        .post(
+            "/api/v1/jobs",
+            &json!({"output_destinations": [{
+                "type": "webhook", "url": "http://169.254.169.254/latest/meta-data/",
+                "allow_private_networks": true, "allowed_hosts": ["169.254.169.254"]
+            }]}),
+        )
+        .await;
+    let problem = a.problem(422);
+    let paths: Vec<&str> =
+        problem["errors"].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        paths,
+        ["output_destinations[0].allow_private_networks", "output_destinations[0].allowed_hosts"]
+    );
+    assert!(problem["errors"][0]["message"].as_str().unwrap().contains("server's config"));
+
+    let t = server
+        .post(
+            "/api/v1/jobs/test-output-destinations",
+            &json!({"destinations": [
+                {"type": "webhook", "url": "http://10.0.0.1/", "allow_private_networks": true}
+            ]}),
+        )
+        .await;
+    assert_eq!(t.status, 200, "{}", t.json);
+    assert_eq!(t.json["data"][0]["success"], false);
+    assert!(
+        t.json["data"][0]["error"].as_str().unwrap().contains("cannot be set through the API"),
+        "{}",
+        t.json
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_empty_start_end_range_is_refused_not_unlimited() {
+    let server = TestServer::start(config(json!([]), json!([]))).await;
+    let a = server.get("/api/v1/jobs?_start=3&_end=3").await;
+    assert_eq!(
+        a.problem(400)["detail"].as_str().map(|d| d.contains("_end")),
+        Some(true),
+        "{}",
+        a.json
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn producers_cannot_report_for_jobs_the_executor_runs() {
+    let server = TestServer::start(config(
+        json!([]),
+        json!([{"name": "slow", "command": "/bin/sh", "args": ["-c", "sleep 2; cat"]}]),
+    ))
+    .await;
+    let job = server.submit(json!({"task_name": "slow", "input_data": {}})).await;
+    let id = job["id"].as_i64().unwrap();
+    let status =
+        server.post(&format!("/api/v1/jobs/{id}/status"), &json!({"status": "running"})).await;
+    assert!(status.problem(409)["detail"].as_str().unwrap().contains("built-in executor"));
+    let output = server.put(&format!("/api/v1/jobs/{id}/output"), "application/json", b"{}").await;
+    assert!(output.problem(409)["detail"].as_str().unwrap().contains("built-in executor"));
+    server.stop().await;
+}

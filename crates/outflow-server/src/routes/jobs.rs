@@ -375,6 +375,7 @@ pub async fn post_status(
     JsonObject(body): JsonObject,
 ) -> Result<Json<JobStatusView>, Problem> {
     let update = read_status_update(&body)?;
+    refuse_if_executed(&state.store.get_job(job).await?)?;
     let job = state.store.update_status(job, update).await?;
     Ok(Json(JobStatusView::from(&job)))
 }
@@ -428,6 +429,23 @@ pub async fn delete_job(
         state.engine.kill_job(id);
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Jobs of a task with a command belong to the built-in executor: a producer reporting their
+/// status or output would race it (a `running` report would leave the job without the
+/// executor's lease, so it would never run).
+pub(crate) fn refuse_if_executed(job: &outflow_core::job::Job) -> Result<(), Problem> {
+    if job.executable {
+        return Err(Problem::conflict(
+            format!(
+                "job {} is run by the built-in executor (its task has a command): its status \
+                 and output come from the command, not from producers",
+                job.id
+            ),
+            Some(job.status),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

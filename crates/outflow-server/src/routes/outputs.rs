@@ -85,6 +85,7 @@ pub async fn put_output(
         OutputKind::Binary => {}
     }
     let job = state.store.get_job(job_ref).await?;
+    super::jobs::refuse_if_executed(&job)?;
     if job.status == JobStatus::Cancelled {
         return Err(Problem::conflict(
             format!("job {} is cancelled: it takes no output", job.id),
