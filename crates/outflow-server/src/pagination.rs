@@ -256,7 +256,7 @@ mod tests {
         let p = page("page=1&_start=0").unwrap_err();
         assert_eq!(p.errors[0].path, "page");
         let p = page("_start=5&_end=2").unwrap_err();
-        assert_eq!(p.detail, "query parameter '_end' must not be less than _start (5), got 2");
+        assert_eq!(p.detail, "query parameter '_end' must be greater than _start (5), got 2");
         let p = page("stauts=queued").unwrap_err();
         assert_eq!(
             p.detail,
