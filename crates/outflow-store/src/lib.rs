@@ -248,6 +248,11 @@ pub struct ClaimedDelivery {
     pub output: OutputMeta,
     /// The output bytes.
     pub body: Bytes,
+    /// When this claim's lease ends. It is also the claim's fencing token: the result of
+    /// the attempt carries it back ([`AttemptResult::lease_until`]) and is recorded only
+    /// while the delivery is still under this very claim, so a late result of an older
+    /// claim (even by the same owner) cannot overwrite a newer one.
+    pub lease_until: DateTime<Utc>,
 }
 
 /// What an attempt decided.
@@ -270,6 +275,8 @@ pub struct AttemptResult {
     pub attempt: AttemptRecord,
     /// What follows.
     pub outcome: AttemptOutcome,
+    /// The [`ClaimedDelivery::lease_until`] of the claim the attempt was made under.
+    pub lease_until: DateTime<Utc>,
 }
 
 /// Filters and page of a delivery listing.
@@ -358,8 +365,10 @@ pub trait Store: Send + Sync + 'static {
         skip_keys: &[String],
     ) -> StoreResult<Vec<ClaimedDelivery>>;
     /// Records finished attempts (batched: one transaction for all) and moves each
-    /// delivery to delivered, scheduled or dead. Ignores deliveries whose lease this owner
-    /// no longer holds (another node took over), returning how many were applied.
+    /// delivery to delivered, scheduled or dead. Ignores results whose claim no longer
+    /// holds the delivery (another owner, or a newer claim by the same owner, took over
+    /// after the lease expired: `lease_owner` and `lease_until` must both match), returning
+    /// how many were applied. An attempt record never replaces an existing one.
     async fn complete_attempts(
         &self,
         owner: &str,

@@ -39,6 +39,8 @@ suite_tests!(
     claim_deliveries_oldest_due_first,
     complete_attempts_outcomes,
     stolen_lease_is_ignored,
+    result_of_an_older_claim_by_the_same_owner_is_ignored,
+    an_attempt_record_is_never_replaced,
     release_and_next_due,
     retry_replay_purge,
     delivered_cannot_be_retried,

@@ -349,8 +349,11 @@ async fn attempt(engine: &Engine, claim: &ClaimedDelivery, key: &mut KeyPermit) 
     let output = stored_output(claim.output.kind, &claim.body);
     let render = RenderContext::new(&job, &output, &delivery.id);
     // An attempt outliving its lease could be claimed again and run twice at once; stop it
-    // shortly before the lease ends and retry it instead.
-    let limit = engine.settings.lease.mul_f64(0.9);
+    // before the claim's lease ends (not a lease length after this task started: the task
+    // may have waited), keeping a tenth of the lease to record the result in time.
+    let margin = engine.settings.lease / 10;
+    let limit =
+        (claim.lease_until - Utc::now()).to_std().unwrap_or_default().saturating_sub(margin);
     let outcome = tokio::time::timeout(
         limit,
         AssertUnwindSafe(dest.deliver(Attempt { render, number })).catch_unwind(),
@@ -367,8 +370,10 @@ async fn attempt(engine: &Engine, claim: &ClaimedDelivery, key: &mut KeyPermit) 
             Err(DeliveryError::retryable(format!("{kind} destination panicked: {what}")))
         }
         Err(_) => Err(DeliveryError::retryable(format!(
-            "attempt did not finish within {:.0}s (90% of the delivery lease)",
-            limit.as_secs_f64()
+            "attempt did not finish in time: stopped after {:.1}s, {:.1}s before its delivery \
+             lease ends, to record the result while the lease still holds",
+            limit.as_secs_f64(),
+            margin.as_secs_f64()
         ))),
     };
     let duration = clock.elapsed();
@@ -399,6 +404,7 @@ async fn attempt(engine: &Engine, claim: &ClaimedDelivery, key: &mut KeyPermit) 
                     next_retry_in: None,
                 },
                 outcome: AttemptOutcome::Delivered,
+                lease_until: claim.lease_until,
             }
         }
         Err(err) => failed(engine, claim, number, started_at, clock, err, Some(dest), key),
@@ -469,6 +475,7 @@ fn failed(
             next_retry_in: next.map(|(wait, _)| wait),
         },
         outcome,
+        lease_until: claim.lease_until,
     }
 }
 
@@ -561,7 +568,7 @@ async fn record(engine: &Engine, batch: Vec<AttemptResult>) {
                     tracing::warn!(
                         ignored = batch.len() - applied,
                         recorded = applied,
-                        "Attempt results ignored: this node's lease on those deliveries had expired and another claim took them over"
+                        "Attempt results ignored: their claim's lease had expired and a newer claim (another node's or this node's) took those deliveries over"
                     );
                 }
                 return;

@@ -24,8 +24,12 @@ fn not_found(id: &str) -> StoreError {
     StoreError::NotFound(format!("delivery {id} not found"))
 }
 
+/// Latest lease end: the last millisecond of year 9999. The lease end is a claim's fencing
+/// token and travels as a `DateTime`, so it must stay representable.
+const MAX_LEASE_END: i64 = 253_402_300_799_999;
+
 fn lease_end(now: i64, lease: Duration) -> i64 {
-    now.saturating_add(lease.as_millis().min(i64::MAX as u128) as i64)
+    now.saturating_add(lease.as_millis().min(i64::MAX as u128) as i64).min(MAX_LEASE_END)
 }
 
 /// One delivery.
@@ -128,6 +132,7 @@ pub(super) fn claim(
                 job: job_at(r, job_at_col)?,
                 output: output_at(r, output_at_col)?,
                 body: Bytes::from(r.get::<_, Vec<u8>>(body_col)?),
+                lease_until: from_ms(until),
             })
         })?
         .map(|c| c.map(|c| (c.delivery.id.clone(), c)))
@@ -137,7 +142,8 @@ pub(super) fn claim(
     Ok(claimed)
 }
 
-/// Records attempts of deliveries `owner` still holds and moves them on.
+/// Records attempts of deliveries still held by the claim that made them (same owner and
+/// lease end) and moves them on.
 pub(super) fn complete(
     conn: &Connection,
     owner: &str,
@@ -149,12 +155,15 @@ pub(super) fn complete(
              last_status_code = ?6, next_attempt_at = ?7,
              delivered_at = CASE WHEN ?3 = 'delivered' THEN ?8 ELSE delivered_at END,
              lease_owner = NULL, lease_until = NULL, updated_at = ?8
-         WHERE id = ?1 AND lease_owner = ?2 AND state = 'in_flight'",
+         WHERE id = ?1 AND lease_owner = ?2 AND lease_until = ?9 AND state = 'in_flight'",
     )?;
+    // A record is history: a result that reaches this point twice (which the fencing above
+    // should prevent) must not rewrite what was recorded.
     let mut insert = conn.prepare_cached(
-        "INSERT OR REPLACE INTO attempts (delivery_id, number, started_at, duration_ms,
+        "INSERT INTO attempts (delivery_id, number, started_at, duration_ms,
              status_code, error, failure_class, response_excerpt, next_retry_in_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (delivery_id, number) DO NOTHING",
     )?;
     let mut applied = 0;
     for r in results {
@@ -173,9 +182,10 @@ pub(super) fn complete(
             a.status_code,
             next,
             now,
+            to_ms(r.lease_until),
         ])?;
         if changed == 0 {
-            tracing::debug!(delivery = %r.delivery_id, owner, "attempt result ignored: lease lost");
+            tracing::debug!(delivery = %r.delivery_id, owner, "attempt result ignored: its claim no longer holds the delivery");
             continue;
         }
         insert.execute(params![

@@ -14,8 +14,8 @@ use outflow_core::context::Priority;
 use outflow_core::delivery::DeliveryState;
 use outflow_core::job::{JobStatus, OutputKind};
 use outflow_store::{
-    AttemptOutcome, AttemptResult, DeliveryQuery, FinishJob, JobQuery, JobRef, JobSort,
-    NewDelivery, NewJob, NewOutput, StatusUpdate, Store, StoreError, TaskDef,
+    AttemptOutcome, AttemptResult, ClaimedDelivery, DeliveryQuery, FinishJob, JobQuery, JobRef,
+    JobSort, NewDelivery, NewJob, NewOutput, StatusUpdate, Store, StoreError, TaskDef,
 };
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -82,12 +82,24 @@ fn attempt(number: u32, error: Option<&str>) -> AttemptRecord {
     }
 }
 
-fn result(id: &str, number: u32, outcome: AttemptOutcome) -> AttemptResult {
+/// The result of an attempt on delivery `id`, made under its claim among `claims`.
+fn result(
+    claims: &[ClaimedDelivery],
+    id: &str,
+    number: u32,
+    outcome: AttemptOutcome,
+) -> AttemptResult {
     let err = match outcome {
         AttemptOutcome::Delivered => None,
         _ => Some("HTTP 503"),
     };
-    AttemptResult { delivery_id: id.into(), attempt: attempt(number, err), outcome }
+    let claim = claims.iter().find(|c| c.delivery.id == id).expect("the delivery was claimed");
+    AttemptResult {
+        delivery_id: id.into(),
+        attempt: attempt(number, err),
+        outcome,
+        lease_until: claim.lease_until,
+    }
 }
 
 const LEASE: Duration = Duration::from_secs(60);
@@ -489,7 +501,7 @@ pub async fn cancel_and_delete(store: DynStore) {
     let (job, dids) = job_with_deliveries(&store, &["a.example"]).await;
     let c = store.claim_deliveries("w", 10, LEASE, &[]).await.unwrap();
     assert_eq!(c.len(), 1);
-    let res = result(&dids[0], 1, AttemptOutcome::RetryAt(Utc::now() + TimeDelta::hours(1)));
+    let res = result(&c, &dids[0], 1, AttemptOutcome::RetryAt(Utc::now() + TimeDelta::hours(1)));
     assert_eq!(store.complete_attempts("w", vec![res]).await.unwrap(), 1);
     assert_eq!(store.list_attempts(&dids[0]).await.unwrap().len(), 1);
     store.delete_job(JobRef::Id(job), false).await.unwrap();
@@ -671,9 +683,9 @@ pub async fn complete_attempts_outcomes(store: DynStore) {
     assert_eq!(claimed.len(), 3);
     let retry_at = Utc::now() + TimeDelta::minutes(5);
     let results = vec![
-        result(&ids[0], 1, AttemptOutcome::Delivered),
-        result(&ids[1], 1, AttemptOutcome::RetryAt(retry_at)),
-        result(&ids[2], 1, AttemptOutcome::Dead),
+        result(&claimed, &ids[0], 1, AttemptOutcome::Delivered),
+        result(&claimed, &ids[1], 1, AttemptOutcome::RetryAt(retry_at)),
+        result(&claimed, &ids[2], 1, AttemptOutcome::Dead),
     ];
     // Another owner's results are ignored.
     assert_eq!(store.complete_attempts("intruder", results.clone()).await.unwrap(), 0);
@@ -722,16 +734,16 @@ pub async fn complete_attempts_outcomes(store: DynStore) {
     // A retry that is already due is claimed again, and attempt 2 is recorded after 1.
     let past = Utc::now() - TimeDelta::seconds(1);
     let (_, more) = job_with_deliveries(&store, &["d"]).await;
-    store.claim_deliveries("w", 10, LEASE, &[]).await.unwrap();
+    let first = store.claim_deliveries("w", 10, LEASE, &[]).await.unwrap();
     store
-        .complete_attempts("w", vec![result(&more[0], 1, AttemptOutcome::RetryAt(past))])
+        .complete_attempts("w", vec![result(&first, &more[0], 1, AttemptOutcome::RetryAt(past))])
         .await
         .unwrap();
     let again = store.claim_deliveries("w", 10, LEASE, &[]).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].delivery.attempts, 1);
     store
-        .complete_attempts("w", vec![result(&more[0], 2, AttemptOutcome::Delivered)])
+        .complete_attempts("w", vec![result(&again, &more[0], 2, AttemptOutcome::Delivered)])
         .await
         .unwrap();
     let nums: Vec<u32> =
@@ -742,18 +754,78 @@ pub async fn complete_attempts_outcomes(store: DynStore) {
 
 pub async fn stolen_lease_is_ignored(store: DynStore) {
     let (_, ids) = job_with_deliveries(&store, &["a"]).await;
-    assert_eq!(store.claim_deliveries("slow", 10, SHORT, &[]).await.unwrap().len(), 1);
+    let slow = store.claim_deliveries("slow", 10, SHORT, &[]).await.unwrap();
+    assert_eq!(slow.len(), 1);
     expire().await;
-    assert_eq!(store.claim_deliveries("fast", 10, LEASE, &[]).await.unwrap().len(), 1);
-    let late = result(&ids[0], 1, AttemptOutcome::Dead);
+    let fast = store.claim_deliveries("fast", 10, LEASE, &[]).await.unwrap();
+    assert_eq!(fast.len(), 1);
+    let late = result(&slow, &ids[0], 1, AttemptOutcome::Dead);
     assert_eq!(store.complete_attempts("slow", vec![late]).await.unwrap(), 0);
     store.release_deliveries("slow", &ids).await.unwrap();
     let d = store.get_delivery(&ids[0]).await.unwrap();
     assert_eq!((d.state, d.attempts), (DeliveryState::InFlight, 0));
     assert!(store.list_attempts(&ids[0]).await.unwrap().is_empty());
-    let ok = result(&ids[0], 1, AttemptOutcome::Delivered);
+    let ok = result(&fast, &ids[0], 1, AttemptOutcome::Delivered);
     assert_eq!(store.complete_attempts("fast", vec![ok]).await.unwrap(), 1);
     assert_eq!(store.get_delivery(&ids[0]).await.unwrap().state, DeliveryState::Delivered);
+}
+
+/// The same owner claims a delivery again after its lease ran out while the first attempt
+/// was still running: the first attempt's late result must not be recorded over the
+/// second claim's, nor replace the attempt record the second claim wrote.
+pub async fn result_of_an_older_claim_by_the_same_owner_is_ignored(store: DynStore) {
+    let (_, ids) = job_with_deliveries(&store, &["a"]).await;
+    let first = store.claim_deliveries("node", 10, SHORT, &[]).await.unwrap();
+    assert_eq!(first.len(), 1);
+    expire().await;
+    let second = store.claim_deliveries("node", 10, LEASE, &[]).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert!(second[0].lease_until > first[0].lease_until);
+    // Both claims see attempts = 0, so both attempts are number 1.
+    assert_eq!((first[0].delivery.attempts, second[0].delivery.attempts), (0, 0));
+
+    let late = result(&first, &ids[0], 1, AttemptOutcome::Delivered);
+    assert_eq!(store.complete_attempts("node", vec![late.clone()]).await.unwrap(), 0);
+    let d = store.get_delivery(&ids[0]).await.unwrap();
+    assert_eq!((d.state, d.attempts), (DeliveryState::InFlight, 0));
+    assert!(store.list_attempts(&ids[0]).await.unwrap().is_empty());
+
+    let retry_at = Utc::now() + TimeDelta::minutes(5);
+    let current = result(&second, &ids[0], 1, AttemptOutcome::RetryAt(retry_at));
+    assert_eq!(store.complete_attempts("node", vec![current]).await.unwrap(), 1);
+    // The late result arriving again after the delivery moved on changes nothing either.
+    assert_eq!(store.complete_attempts("node", vec![late]).await.unwrap(), 0);
+    let d = store.get_delivery(&ids[0]).await.unwrap();
+    assert_eq!((d.state, d.attempts), (DeliveryState::Scheduled, 1));
+    let recorded = store.list_attempts(&ids[0]).await.unwrap();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(
+        (recorded[0].number, recorded[0].status_code, recorded[0].error.as_deref()),
+        (1, Some(503), Some("HTTP 503"))
+    );
+}
+
+/// An attempt number already recorded keeps its record: a second result with that number
+/// (from a claim that saw the same attempt count) is applied to the delivery but does not
+/// rewrite history.
+pub async fn an_attempt_record_is_never_replaced(store: DynStore) {
+    let (_, ids) = job_with_deliveries(&store, &["a"]).await;
+    let first = store.claim_deliveries("w", 10, LEASE, &[]).await.unwrap();
+    let past = Utc::now() - TimeDelta::seconds(1);
+    let failed = result(&first, &ids[0], 1, AttemptOutcome::RetryAt(past));
+    assert_eq!(store.complete_attempts("w", vec![failed]).await.unwrap(), 1);
+    // Due again at once: the next claim makes attempt 2. A result that says it is
+    // attempt 1 again must not replace attempt 1's record.
+    let again = store.claim_deliveries("w", 10, LEASE, &[]).await.unwrap();
+    assert_eq!(again[0].delivery.attempts, 1);
+    let dup = result(&again, &ids[0], 1, AttemptOutcome::Delivered);
+    assert_eq!(store.complete_attempts("w", vec![dup]).await.unwrap(), 1);
+    let recorded = store.list_attempts(&ids[0]).await.unwrap();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(
+        (recorded[0].number, recorded[0].status_code, recorded[0].error.as_deref()),
+        (1, Some(503), Some("HTTP 503"))
+    );
 }
 
 pub async fn release_and_next_due(store: DynStore) {
@@ -786,8 +858,8 @@ async fn make_dead(store: &DynStore, n: usize, dtype: &str) -> (i64, Vec<String>
         .collect();
     let ids: Vec<String> = ds.iter().map(|d| d.id.clone()).collect();
     store.finish_job(JobRef::Id(j.id), finish_with(None, "1", ds)).await.unwrap();
-    store.claim_deliveries("w", 100, LEASE, &[]).await.unwrap();
-    let results = ids.iter().map(|id| result(id, 1, AttemptOutcome::Dead)).collect();
+    let claimed = store.claim_deliveries("w", 100, LEASE, &[]).await.unwrap();
+    let results = ids.iter().map(|id| result(&claimed, id, 1, AttemptOutcome::Dead)).collect();
     assert_eq!(store.complete_attempts("w", results).await.unwrap(), n);
     (j.id, ids)
 }
@@ -879,9 +951,9 @@ pub async fn retry_replay_purge(store: DynStore) {
 
 pub async fn delivered_cannot_be_retried(store: DynStore) {
     let (_, ids) = job_with_deliveries(&store, &["a"]).await;
-    store.claim_deliveries("w", 1, LEASE, &[]).await.unwrap();
+    let claimed = store.claim_deliveries("w", 1, LEASE, &[]).await.unwrap();
     store
-        .complete_attempts("w", vec![result(&ids[0], 1, AttemptOutcome::Delivered)])
+        .complete_attempts("w", vec![result(&claimed, &ids[0], 1, AttemptOutcome::Delivered)])
         .await
         .unwrap();
     let (message, _) = conflict_of(store.retry_delivery(&ids[0]).await.unwrap_err());
@@ -896,8 +968,9 @@ pub async fn delivered_cannot_be_retried(store: DynStore) {
 
 pub async fn job_deliveries_with_attempts(store: DynStore) {
     let (job, ids) = job_with_deliveries(&store, &["a", "b"]).await;
-    store.claim_deliveries("w", 10, LEASE, &[]).await.unwrap();
-    store.complete_attempts("w", vec![result(&ids[1], 1, AttemptOutcome::Dead)]).await.unwrap();
+    let claimed = store.claim_deliveries("w", 10, LEASE, &[]).await.unwrap();
+    let dead = result(&claimed, &ids[1], 1, AttemptOutcome::Dead);
+    store.complete_attempts("w", vec![dead]).await.unwrap();
     let all = store.job_deliveries(JobRef::Id(job)).await.unwrap();
     let by_id = |id: &str| all.iter().find(|(d, _)| d.id == id).unwrap();
     assert!(by_id(&ids[0]).1.is_empty());
