@@ -21,7 +21,10 @@
 //! When the command ends, processes it left in its group are killed as well: they would
 //! otherwise outlive the job's timeout and cancel.
 //!
-//! Leases: every `lease / 3` the executor renews the leases of the jobs it runs. On shutdown
+//! Leases: every `lease / 3` the executor renews the leases of the jobs it runs; a job the
+//! store did not renew (cancelled elsewhere, deleted, or claimed by another node after the
+//! lease ran out) is killed and its result dropped. Finishing is fenced too: the store takes
+//! a result only while the job is still `running` under this node. On shutdown
 //! it stops claiming, lets running jobs finish for `shutdown_grace`, then kills the rest and
 //! leaves them `running` in the store: when their lease expires, this node after a restart
 //! or another node claims them again and **runs the command again from the start**.
@@ -91,9 +94,23 @@ impl ExecutorState {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The jobs this node runs with their controls, so a kill reaches the very run that
+    /// was looked at even if the job is claimed and started again meanwhile.
+    fn running_controls(&self) -> Vec<(i64, Arc<JobControl>)> {
+        self.running().iter().map(|(id, c)| (*id, c.clone())).collect()
+    }
+
     fn register(&self, job_id: i64) -> Arc<JobControl> {
         let control = Arc::new(JobControl::default());
-        self.running().insert(job_id, control.clone());
+        if let Some(stale) = self.running().insert(job_id, control.clone()) {
+            // This node claimed the job again because its lease ran out while a run was
+            // still going: the new run owns the job, the old one must not finish it too.
+            warn!(
+                job_id,
+                "executor: job claimed again after its lease ran out; stopping the older run"
+            );
+            stale.kill(KillReason::LeaseLost);
+        }
         control
     }
 
@@ -204,7 +221,9 @@ fn log_join(done: Result<(), tokio::task::JoinError>) {
     }
 }
 
-/// Renews the leases of every running job every `lease / 3`.
+/// Renews the leases of every running job every `lease / 3`, and kills the runs whose job
+/// the store no longer has this node running (the renewal skipped them): a cancel that
+/// found no process to kill, or a lease lost to another node.
 async fn renew_leases(engine: Arc<Engine>) {
     let lease = engine.settings.lease;
     let mut tick = tokio::time::interval((lease / 3).max(Duration::from_millis(10)));
@@ -212,12 +231,25 @@ async fn renew_leases(engine: Arc<Engine>) {
     tick.tick().await;
     loop {
         tick.tick().await;
-        let ids = engine.executor.running_jobs();
-        if ids.is_empty() {
+        let runs = engine.executor.running_controls();
+        if runs.is_empty() {
             continue;
         }
-        if let Err(e) = engine.store.renew_job_leases(&engine.settings.node_id, &ids, lease).await {
-            warn!(error = %e, jobs = ?ids, "executor: renewing job leases failed");
+        let ids: Vec<i64> = runs.iter().map(|(id, _)| *id).collect();
+        match engine.store.renew_job_leases(&engine.settings.node_id, &ids, lease).await {
+            Ok(renewed) => {
+                for (id, control) in runs {
+                    if !renewed.contains(&id) {
+                        warn!(
+                            job_id = id,
+                            "executor: the store no longer has this node running the job \
+                             (cancelled, deleted or claimed by another node); killing it"
+                        );
+                        control.kill(KillReason::LeaseLost);
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, jobs = ?ids, "executor: renewing job leases failed"),
         }
     }
 }
@@ -283,6 +315,14 @@ async fn run_job(engine: Arc<Engine>, job: Job, control: Arc<JobControl>) {
             // leave the job running forever.
             let message = "killed while running (cancel requested)".to_string();
             finish(&engine, &job, JobStatus::Failed, Some(message), log, None).await;
+            return;
+        }
+        End::Killed(KillReason::LeaseLost) => {
+            info!(
+                job_id = job.id,
+                "executor: job stopped because this node no longer holds it; its result is dropped"
+            );
+            record_outcome("lease_lost", Some(elapsed));
             return;
         }
         End::Killed(KillReason::Shutdown) => {
@@ -424,7 +464,14 @@ async fn finish(
         }
     }
     let has_deliveries = !deliveries.is_empty();
-    let request = FinishJob { status: Some(status), error, log, output, deliveries };
+    let request = FinishJob {
+        status: Some(status),
+        error,
+        log,
+        output,
+        deliveries,
+        lease_owner: Some(engine.settings.node_id.clone()),
+    };
     match with_retries(|| engine.store.finish_job(JobRef::Id(job.id), request.clone())).await {
         Ok(_) => {
             if has_deliveries {
@@ -435,7 +482,8 @@ async fn finish(
             job_id = job.id,
             current = current_status.map(JobStatus::as_str),
             %message,
-            "executor: job changed while it ran (cancelled?); its result is dropped"
+            "executor: job changed while it ran (cancelled, or its lease was lost and it was \
+             claimed again); its result is dropped"
         ),
         Err(StoreError::NotFound(message)) => {
             info!(job_id = job.id, %message, "executor: job was deleted while it ran")

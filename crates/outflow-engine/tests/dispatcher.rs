@@ -163,6 +163,7 @@ impl Harness {
                         body: Bytes::from_static(br#"{"rows":3}"#),
                     }),
                     deliveries,
+                    lease_owner: None,
                 },
             )
             .await

@@ -311,6 +311,30 @@ async fn cancel_kills_the_process_and_the_status_stays_cancelled() {
     stop(tasks).await;
 }
 
+/// A cancel committed where this node never hears of it (another node's API): the next
+/// lease renewal does not renew the job, so the executor kills it instead of running it to
+/// the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_the_renewal_no_longer_holds_is_killed() {
+    let h = Harness::new(EngineSettings { lease: Duration::from_millis(300), ..settings() }).await;
+    let pidfile = h.path("job.pid");
+    let done = h.path("done");
+    let script = format!("echo $$ > '{}'; sleep 2; touch '{}'", pidfile.display(), done.display());
+    let task = h.shell_task("long", &script, json!({})).await;
+    let job = h.job(task, Priority::Normal, json!({}), Vec::new()).await;
+    let engine = h.engine();
+    let tasks = engine.start();
+
+    let pid = read_pid(&pidfile).await;
+    h.store.cancel_job(JobRef::Id(job.id)).await.unwrap();
+    wait_until(&format!("job process {pid} killed"), || process_gone(pid)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(!done.exists(), "the cancelled command ran to its end");
+    let after = h.get(job.id).await;
+    assert_eq!((after.status, after.output_version), (JobStatus::Cancelled, None));
+    stop(tasks).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_run_by_priority_then_in_submission_order() {
     let h = Harness::new(EngineSettings { max_concurrent_jobs: 1, ..settings() }).await;

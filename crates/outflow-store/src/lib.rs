@@ -235,6 +235,11 @@ pub struct FinishJob {
     pub output: Option<NewOutput>,
     /// The deliveries of that version.
     pub deliveries: Vec<NewDelivery>,
+    /// The executor finishing a job it claimed: its lease owner. The finish is then refused
+    /// (`Conflict`, nothing stored) unless the job is still `running` under this owner, so
+    /// a run whose lease was lost (and whose job was claimed and run again) cannot add a
+    /// second output version. `None` for producers, which hold no lease.
+    pub lease_owner: Option<String>,
 }
 
 /// A claimed delivery with what is needed to make the attempt.
@@ -350,9 +355,15 @@ pub trait Store: Send + Sync + 'static {
     /// lease), highest priority first, FIFO within a priority; marks them running.
     async fn claim_jobs(&self, owner: &str, limit: usize, lease: Duration)
     -> StoreResult<Vec<Job>>;
-    /// Extends the leases of running jobs this owner holds.
-    async fn renew_job_leases(&self, owner: &str, jobs: &[i64], lease: Duration)
-    -> StoreResult<()>;
+    /// Extends the leases of running jobs this owner holds and returns the ids renewed; a
+    /// job missing from the answer is no longer this owner's to run (cancelled, finished,
+    /// deleted, or claimed by someone else after its lease expired).
+    async fn renew_job_leases(
+        &self,
+        owner: &str,
+        jobs: &[i64],
+        lease: Duration,
+    ) -> StoreResult<Vec<i64>>;
 
     /// Claims up to `limit` due deliveries (pending, scheduled and due, or in flight under
     /// an expired lease), oldest due first, skipping `skip_keys` (saturated or

@@ -35,6 +35,7 @@ suite_tests!(
     cancel_and_delete,
     claim_jobs_order_and_leases,
     claim_jobs_no_double_claim,
+    finishing_a_job_needs_its_lease,
     claim_deliveries_due_skip_and_leases,
     claim_deliveries_oldest_due_first,
     complete_attempts_outcomes,
@@ -64,6 +65,7 @@ async fn data_survives_reopening() {
         log: None,
         output: Some(suite::json_output("{\"ok\":true}")),
         deliveries: vec![d.clone()],
+        lease_owner: None,
     };
     store.finish_job(JobRef::Id(job.id), finish).await.unwrap();
     let before = store.get_job(JobRef::Id(job.id)).await.unwrap();
@@ -207,6 +209,7 @@ async fn two_stores_on_one_file_never_claim_the_same_work() {
             log: None,
             output: Some(suite::json_output("1")),
             deliveries: vec![d],
+            lease_owner: None,
         };
         b.finish_job(JobRef::Id(job.id), finish).await.unwrap();
     }

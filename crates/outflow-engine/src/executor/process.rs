@@ -18,6 +18,9 @@ pub(crate) enum KillReason {
     Cancel,
     /// The node is shutting down and the grace period ran out.
     Shutdown,
+    /// The store no longer has this node running the job (cancelled, deleted, or claimed
+    /// again after its lease expired): another run, if any, owns the result.
+    LeaseLost,
 }
 
 /// The handle through which the executor asks a running job's command to stop.

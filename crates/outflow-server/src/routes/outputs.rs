@@ -108,6 +108,7 @@ pub async fn put_output(
         log: None,
         output: Some(output.clone()),
         deliveries: deliveries.clone(),
+        lease_owner: None,
     };
     let status = (!job.status.is_terminal()).then_some(JobStatus::Succeeded);
     let result = match state.store.finish_job(JobRef::Id(job.id), finish(status)).await {

@@ -219,6 +219,21 @@ pub(super) fn finish(
             format!("job {id} is cancelled; it takes no more output or status"),
         ));
     }
+    if let Some(owner) = &finish.lease_owner {
+        let holder: Option<String> = conn
+            .prepare_cached("SELECT lease_owner FROM jobs WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))?;
+        if current.status != JobStatus::Running || holder.as_deref() != Some(owner.as_str()) {
+            return Err(conflict(
+                &current,
+                format!(
+                    "job {id} is no longer run by {owner} (it is {}: ended, or claimed again \
+                     after the lease expired); this run's result is not stored",
+                    current.status.as_str()
+                ),
+            ));
+        }
+    }
     let now = now_ms();
     if let Some(status) = finish.status {
         // Reporting the terminal status a job already has is a no-op, so a producer may
@@ -475,19 +490,23 @@ pub(super) fn claim(
     Ok(jobs)
 }
 
-/// Extends this owner's leases on running jobs.
+/// Extends this owner's leases on running jobs; returns the ids renewed (sorted).
 pub(super) fn renew_leases(
     conn: &Connection,
     owner: &str,
     jobs: &[i64],
     lease: Duration,
-) -> StoreResult<()> {
+) -> StoreResult<Vec<i64>> {
     let until = now_ms().saturating_add(lease.as_millis().min(i64::MAX as u128) as i64);
-    conn.prepare_cached(
+    let mut stmt = conn.prepare_cached(
         "UPDATE jobs SET lease_until = ?3
          WHERE id IN (SELECT value FROM json_each(?1)) AND lease_owner = ?2
-             AND status = 'running'",
-    )?
-    .execute(params![to_json(&jobs)?, owner, until])?;
-    Ok(())
+             AND status = 'running'
+         RETURNING id",
+    )?;
+    let mut renewed = stmt
+        .query_map(params![to_json(&jobs)?, owner, until], |r| r.get::<_, i64>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    renewed.sort_unstable();
+    Ok(renewed)
 }

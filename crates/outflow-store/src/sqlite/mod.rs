@@ -257,9 +257,9 @@ impl Store for SqliteStore {
         owner: &str,
         jobs: &[i64],
         lease: Duration,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<i64>> {
         if jobs.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let owner = owner.to_owned();
         let ids = jobs.to_vec();

@@ -66,7 +66,14 @@ pub fn json_output(body: &str) -> NewOutput {
 }
 
 fn finish_with(status: Option<JobStatus>, body: &str, deliveries: Vec<NewDelivery>) -> FinishJob {
-    FinishJob { status, error: None, log: None, output: Some(json_output(body)), deliveries }
+    FinishJob {
+        status,
+        error: None,
+        log: None,
+        output: Some(json_output(body)),
+        deliveries,
+        lease_owner: None,
+    }
 }
 
 fn attempt(number: u32, error: Option<&str>) -> AttemptRecord {
@@ -378,6 +385,7 @@ pub async fn finish_job_versions_and_deliveries(store: DynStore) {
         log: Some("stderr tail".into()),
         output: Some(json_output("hello")),
         deliveries: vec![d1.clone(), later.clone()],
+        lease_owner: None,
     };
     let (done, meta) = store.finish_job(r, finish).await.unwrap();
     let meta = meta.expect("an output version");
@@ -458,6 +466,7 @@ pub async fn finish_job_versions_and_deliveries(store: DynStore) {
         log: None,
         output: None,
         deliveries: vec![new_delivery("d.example")],
+        lease_owner: None,
     };
     let (message, _) = conflict_of(store.finish_job(JobRef::Id(bare.id), only).await.unwrap_err());
     assert_eq!(message, format!("job {} has no output yet; there is nothing to deliver", bare.id));
@@ -552,9 +561,9 @@ pub async fn claim_jobs_order_and_leases(store: DynStore) {
     let (y, _) = store.create_job(new_job()).await.unwrap();
     let got = store.claim_jobs("crashy", 2, SHORT).await.unwrap();
     assert_eq!(got.len(), 2);
-    store.renew_job_leases("crashy", &[y.id], LEASE).await.unwrap();
-    // Renewing someone else's job does nothing.
-    store.renew_job_leases("thief", &[x.id], LEASE).await.unwrap();
+    assert_eq!(store.renew_job_leases("crashy", &[y.id], LEASE).await.unwrap(), vec![y.id]);
+    // Renewing someone else's job does nothing, and says so.
+    assert_eq!(store.renew_job_leases("thief", &[x.id], LEASE).await.unwrap(), Vec::<i64>::new());
     expire().await;
     let reclaimed = store.claim_jobs("d", 10, LEASE).await.unwrap();
     assert_eq!(reclaimed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![x.id]);
@@ -568,6 +577,55 @@ pub async fn claim_jobs_order_and_leases(store: DynStore) {
     expire().await;
     assert!(store.claim_jobs("f", 10, LEASE).await.unwrap().is_empty());
     assert_eq!(store.get_job(JobRef::Id(z.id)).await.unwrap().status, JobStatus::Succeeded);
+}
+
+/// An executor whose lease on a job ran out while it ran, and whose job was claimed and run
+/// again, cannot store its result: only the current claim adds an output version (and its
+/// deliveries). Renewing tells the stale executor it lost the job.
+pub async fn finishing_a_job_needs_its_lease(store: DynStore) {
+    let (job, _) = store.create_job(new_job()).await.unwrap();
+    assert_eq!(store.claim_jobs("old", 1, SHORT).await.unwrap().len(), 1);
+    expire().await;
+    assert_eq!(store.claim_jobs("new", 1, LEASE).await.unwrap().len(), 1);
+    assert_eq!(store.renew_job_leases("old", &[job.id], LEASE).await.unwrap(), Vec::<i64>::new());
+    assert_eq!(store.renew_job_leases("new", &[job.id], LEASE).await.unwrap(), vec![job.id]);
+
+    let by = |owner: &str| FinishJob {
+        lease_owner: Some(owner.into()),
+        ..finish_with(Some(JobStatus::Succeeded), "{}", vec![new_delivery("a.example")])
+    };
+    let (message, current) =
+        conflict_of(store.finish_job(JobRef::Id(job.id), by("old")).await.unwrap_err());
+    assert_eq!(
+        message,
+        format!(
+            "job {} is no longer run by old (it is running: ended, or claimed again after the \
+             lease expired); this run's result is not stored",
+            job.id
+        )
+    );
+    assert_eq!(current, Some(JobStatus::Running));
+    let stale = store.get_job(JobRef::Id(job.id)).await.unwrap();
+    assert_eq!((stale.status, stale.output_version), (JobStatus::Running, None));
+    assert!(store.job_deliveries(JobRef::Id(job.id)).await.unwrap().is_empty());
+
+    let (done, meta) = store.finish_job(JobRef::Id(job.id), by("new")).await.unwrap();
+    assert_eq!((done.status, meta.map(|m| m.version)), (JobStatus::Succeeded, Some(1)));
+    // The same owner finishing twice (a second run of its own) is refused too: the job is
+    // no longer running, so no second version and no second set of deliveries.
+    let (message, current) =
+        conflict_of(store.finish_job(JobRef::Id(job.id), by("new")).await.unwrap_err());
+    assert_eq!(
+        message,
+        format!(
+            "job {} is no longer run by new (it is succeeded: ended, or claimed again after \
+             the lease expired); this run's result is not stored",
+            job.id
+        )
+    );
+    assert_eq!(current, Some(JobStatus::Succeeded));
+    assert_eq!(store.get_job(JobRef::Id(job.id)).await.unwrap().output_version, Some(1));
+    assert_eq!(store.job_deliveries(JobRef::Id(job.id)).await.unwrap().len(), 1);
 }
 
 pub async fn claim_jobs_no_double_claim(store: DynStore) {
