@@ -17,6 +17,8 @@
 //!   invalid task definition → `failed` with a message saying which, and no output;
 //! - cancel ([`Engine::kill_job`](crate::Engine::kill_job)) kills the group; the API has
 //!   already set `cancelled`, which the executor does not overwrite and the output is dropped.
+//!   The job is re-read just before its command starts, so a cancel that committed before
+//!   the process existed (nothing to kill yet) still stops it.
 //!
 //! When the command ends, processes it left in its group are killed as well: they would
 //! otherwise outlive the job's timeout and cancel.
@@ -286,6 +288,30 @@ async fn run_job(engine: Arc<Engine>, job: Job, control: Arc<JobControl>) {
             return;
         }
     };
+
+    // A cancel committed between the claim and the registration found no process to kill.
+    // The job was registered before this read, so a cancel after it reaches the process.
+    match engine.store.get_job(JobRef::Id(job.id)).await {
+        Ok(current) if current.status != JobStatus::Running => {
+            info!(
+                job_id = job.id,
+                status = current.status.as_str(),
+                "executor: job changed before its command started (cancelled?); not running it"
+            );
+            record_outcome("cancelled", None);
+            return;
+        }
+        Ok(_) => {}
+        Err(StoreError::NotFound(message)) => {
+            info!(job_id = job.id, %message, "executor: job was deleted before it started");
+            return;
+        }
+        Err(e) => warn!(
+            job_id = job.id, error = %e,
+            "executor: cannot re-read the job before starting it; starting it anyway (a cancel \
+             is still noticed at the next lease renewal)"
+        ),
+    }
 
     let mut input = serde_json::to_vec(&job.input_data).unwrap_or_else(|_| b"null".to_vec());
     input.push(b'\n');

@@ -8,11 +8,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use outflow_core::attempt::AttemptRecord;
 use outflow_core::context::Priority;
-use outflow_core::job::{Job, JobStatus, OutputKind};
+use outflow_core::delivery::Delivery;
+use outflow_core::job::{Job, JobStatus, OutputKind, OutputMeta};
 use outflow_destinations::Registry;
 use outflow_engine::{Engine, EngineSettings, EngineTasks};
-use outflow_store::{JobRef, NewJob, SqliteStore, Store, TaskDef};
+use outflow_store::{
+    AttemptResult, ClaimedDelivery, DeliveryQuery, FinishJob, JobQuery, JobRef, NewJob, Page,
+    SqliteStore, StatusUpdate, Store, StoreResult, StoreStats, TaskDef, TaskRecord,
+};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -330,6 +335,149 @@ async fn a_job_the_renewal_no_longer_holds_is_killed() {
     wait_until(&format!("job process {pid} killed"), || process_gone(pid)).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(!done.exists(), "the cancelled command ran to its end");
+    let after = h.get(job.id).await;
+    assert_eq!((after.status, after.output_version), (JobStatus::Cancelled, None));
+    stop(tasks).await;
+}
+
+/// The real store, except that every job it hands out is cancelled right after the claim
+/// committed: a `POST /cancel` landing between the executor's claim and the start of the
+/// job's command, when there is no process yet for the API's kill to reach.
+struct CancelAfterClaim(Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl Store for CancelAfterClaim {
+    async fn claim_jobs(
+        &self,
+        owner: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> StoreResult<Vec<Job>> {
+        let jobs = self.0.claim_jobs(owner, limit, lease).await?;
+        for job in &jobs {
+            self.0.cancel_job(JobRef::Id(job.id)).await?;
+        }
+        Ok(jobs)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.0.ping().await
+    }
+    async fn sync_tasks(&self, tasks: &[TaskDef]) -> StoreResult<Vec<TaskRecord>> {
+        self.0.sync_tasks(tasks).await
+    }
+    async fn list_tasks(&self) -> StoreResult<Vec<TaskRecord>> {
+        self.0.list_tasks().await
+    }
+    async fn create_job(&self, job: NewJob) -> StoreResult<(Job, bool)> {
+        self.0.create_job(job).await
+    }
+    async fn get_job(&self, job: JobRef) -> StoreResult<Job> {
+        self.0.get_job(job).await
+    }
+    async fn list_jobs(&self, query: &JobQuery) -> StoreResult<Page<Job>> {
+        self.0.list_jobs(query).await
+    }
+    async fn update_status(&self, job: JobRef, update: StatusUpdate) -> StoreResult<Job> {
+        self.0.update_status(job, update).await
+    }
+    async fn finish_job(
+        &self,
+        job: JobRef,
+        finish: FinishJob,
+    ) -> StoreResult<(Job, Option<OutputMeta>)> {
+        self.0.finish_job(job, finish).await
+    }
+    async fn cancel_job(&self, job: JobRef) -> StoreResult<Job> {
+        self.0.cancel_job(job).await
+    }
+    async fn delete_job(&self, job: JobRef, force: bool) -> StoreResult<()> {
+        self.0.delete_job(job, force).await
+    }
+    async fn get_output(
+        &self,
+        job: JobRef,
+        version: Option<u32>,
+    ) -> StoreResult<(OutputMeta, bytes::Bytes)> {
+        self.0.get_output(job, version).await
+    }
+    async fn renew_job_leases(
+        &self,
+        owner: &str,
+        jobs: &[i64],
+        lease: Duration,
+    ) -> StoreResult<Vec<i64>> {
+        self.0.renew_job_leases(owner, jobs, lease).await
+    }
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        limit: usize,
+        lease: Duration,
+        skip_keys: &[String],
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        self.0.claim_deliveries(owner, limit, lease, skip_keys).await
+    }
+    async fn complete_attempts(
+        &self,
+        owner: &str,
+        results: Vec<AttemptResult>,
+    ) -> StoreResult<usize> {
+        self.0.complete_attempts(owner, results).await
+    }
+    async fn release_deliveries(&self, owner: &str, ids: &[String]) -> StoreResult<()> {
+        self.0.release_deliveries(owner, ids).await
+    }
+    async fn next_due_at(&self) -> StoreResult<Option<chrono::DateTime<chrono::Utc>>> {
+        self.0.next_due_at().await
+    }
+    async fn get_delivery(&self, id: &str) -> StoreResult<Delivery> {
+        self.0.get_delivery(id).await
+    }
+    async fn list_attempts(&self, delivery_id: &str) -> StoreResult<Vec<AttemptRecord>> {
+        self.0.list_attempts(delivery_id).await
+    }
+    async fn list_deliveries(&self, query: &DeliveryQuery) -> StoreResult<Page<Delivery>> {
+        self.0.list_deliveries(query).await
+    }
+    async fn job_deliveries(
+        &self,
+        job: JobRef,
+    ) -> StoreResult<Vec<(Delivery, Vec<AttemptRecord>)>> {
+        self.0.job_deliveries(job).await
+    }
+    async fn retry_delivery(&self, id: &str) -> StoreResult<Delivery> {
+        self.0.retry_delivery(id).await
+    }
+    async fn replay_dead(&self, filter: &DeliveryQuery) -> StoreResult<u64> {
+        self.0.replay_dead(filter).await
+    }
+    async fn purge_dead(&self, filter: &DeliveryQuery) -> StoreResult<u64> {
+        self.0.purge_dead(filter).await
+    }
+    async fn stats(&self) -> StoreResult<StoreStats> {
+        self.0.stats().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cancelled_between_claim_and_start_never_runs() {
+    let h = Harness::new(settings()).await;
+    let started = h.path("started");
+    let done = h.path("done");
+    let script = format!("touch '{}'; sleep 1; touch '{}'", started.display(), done.display());
+    let task = h.shell_task("cancelled-early", &script, json!({})).await;
+    let job = h.job(task, Priority::Normal, json!({}), Vec::new()).await;
+    let store: Arc<dyn Store> = Arc::new(CancelAfterClaim(h.store.clone()));
+    let engine = Engine::new(store, Registry::default(), Vec::new(), h.settings.clone());
+    let tasks = engine.start();
+
+    // Claimed (and so cancelled by the wrapper).
+    h.wait_status(job.id, JobStatus::Cancelled).await;
+    // Long enough for the command to have finished had it started.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(!started.exists(), "the command of a cancelled job started");
+    assert!(!done.exists(), "the command of a cancelled job ran to its end");
     let after = h.get(job.id).await;
     assert_eq!((after.status, after.output_version), (JobStatus::Cancelled, None));
     stop(tasks).await;
