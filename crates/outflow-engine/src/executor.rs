@@ -7,7 +7,10 @@
 //!
 //! - stdin: the job's `input_data` as compact JSON plus a newline, then closed;
 //! - stdout: the output — stored as JSON (`application/json`) when it parses as JSON, else as
-//!   UTF-8 text (`text/plain; charset=utf-8`), else as binary (`application/octet-stream`);
+//!   UTF-8 text (`text/plain; charset=utf-8`), else as binary (`application/octet-stream`).
+//!   It is held in memory, so it is capped at `max_output_bytes`: one byte more kills the
+//!   group → `failed` (`output exceeded 33554432 bytes (executor.max_output_bytes)`), and
+//!   nothing is stored or delivered;
 //! - stderr: the job log, only its last `stderr_limit` bytes (with a note when cut);
 //! - exit 0 → `succeeded`; non-zero → `failed` (`exit status 3`); past `timeout_seconds` the
 //!   whole group is killed → `failed` (`timed out after 30s`). In all three cases the output
@@ -317,8 +320,14 @@ async fn run_job(engine: Arc<Engine>, job: Job, control: Arc<JobControl>) {
     input.push(b'\n');
     debug!(job_id = job.id, command = %spec.command, "executor: starting job");
     let started = Instant::now();
-    let RunOutcome { end, stdout, log } =
-        process::run(&spec, input, engine.settings.stderr_limit, &registration.control).await;
+    let RunOutcome { end, stdout, log } = process::run(
+        &spec,
+        input,
+        engine.settings.stderr_limit,
+        engine.settings.max_output_bytes,
+        &registration.control,
+    )
+    .await;
     let elapsed = started.elapsed();
 
     let (status, error) = match end {
@@ -326,6 +335,14 @@ async fn run_job(engine: Arc<Engine>, job: Job, control: Arc<JobControl>) {
         End::Exited(status) => (JobStatus::Failed, Some(describe_exit(status))),
         End::TimedOut(after) => {
             (JobStatus::Failed, Some(format!("timed out after {}", human_duration(after))))
+        }
+        End::OutputTooLarge(limit) => {
+            // A cut output is not the job's output: nothing is stored or delivered.
+            let message = format!("output exceeded {limit} bytes (executor.max_output_bytes)");
+            warn!(job_id = job.id, error = %message, "executor: job killed");
+            record_outcome("output_too_large", Some(elapsed));
+            finish(&engine, &job, JobStatus::Failed, Some(message), log, None).await;
+            return;
         }
         End::StartFailed(message) => {
             warn!(job_id = job.id, error = %message, "executor: job cannot run");

@@ -63,6 +63,9 @@ pub struct EngineSettings {
     pub max_concurrent_jobs: usize,
     /// How much of a command's stderr is kept as the job log.
     pub stderr_limit: usize,
+    /// The most stdout a command may write (`executor.max_output_bytes`); past it the
+    /// command's process group is killed and the job fails.
+    pub max_output_bytes: usize,
     /// How long shutdown waits for in-flight attempts and jobs before releasing them.
     pub shutdown_grace: Duration,
     /// Upper bound on how long the loops sleep without a wake-up (safety net for work
@@ -80,6 +83,7 @@ impl Default for EngineSettings {
             lease: Duration::from_secs(60),
             max_concurrent_jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
             stderr_limit: 64 * 1024,
+            max_output_bytes: 32 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
             idle_poll: Duration::from_secs(1),
         }

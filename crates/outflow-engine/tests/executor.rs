@@ -484,6 +484,36 @@ async fn a_job_cancelled_between_claim_and_start_never_runs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_past_the_limit_kills_the_command_and_fails_the_job() {
+    let h = Harness::new(EngineSettings { max_output_bytes: 1000, ..settings() }).await;
+    // Exactly the limit is fine.
+    let fits = h.shell_task("fits", "head -c 1000 /dev/zero | tr '\\0' x", json!({})).await;
+    let fits = h.job(fits, Priority::Normal, json!({}), Vec::new()).await;
+    // One byte more, then the command would hang on: it must be killed, not waited for.
+    let pidfile = h.path("big.pid");
+    let script =
+        format!("echo $$ > '{}'; head -c 1001 /dev/zero | tr '\\0' x; sleep 30", pidfile.display());
+    let big = h.shell_task("big", &script, json!({})).await;
+    let big = h.job(big, Priority::Normal, json!({}), Vec::new()).await;
+    let engine = h.engine();
+    let tasks = engine.start();
+
+    h.wait_status(fits.id, JobStatus::Succeeded).await;
+    let (_, _, body) = h.output(fits.id).await;
+    assert_eq!(body, vec![b'x'; 1000]);
+
+    let failed = h.wait_status(big.id, JobStatus::Failed).await;
+    assert_eq!(
+        failed.error.as_deref(),
+        Some("output exceeded 1000 bytes (executor.max_output_bytes)")
+    );
+    assert_eq!(failed.output_version, None, "a cut output is not stored");
+    let pid = read_pid(&pidfile).await;
+    wait_until(&format!("job process {pid} killed"), || process_gone(pid)).await;
+    stop(tasks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_run_by_priority_then_in_submission_order() {
     let h = Harness::new(EngineSettings { max_concurrent_jobs: 1, ..settings() }).await;
     let order = h.path("order.txt");

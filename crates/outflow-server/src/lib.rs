@@ -90,6 +90,7 @@ pub fn engine_settings(config: &Config) -> EngineSettings {
         },
         max_concurrent_jobs: config.executor.max_concurrent_jobs.max(1),
         stderr_limit: usize::try_from(config.executor.stderr_limit).unwrap_or(usize::MAX),
+        max_output_bytes: usize::try_from(config.executor.max_output_bytes).unwrap_or(usize::MAX),
         shutdown_grace: config.server.shutdown_grace,
         lease: limits.lease,
         ..EngineSettings::default()

@@ -131,6 +131,9 @@ pub struct ExecutorConfig {
     pub max_concurrent_jobs: usize,
     /// `stderr_limit`: how much of a command's stderr is kept as the job log (default 64 KiB).
     pub stderr_limit: u64,
+    /// `max_output_bytes`: the most stdout a command may write (default 32 MiB, like
+    /// `server.body_limit`); past it the command is killed and its job fails.
+    pub max_output_bytes: u64,
 }
 
 impl Default for ExecutorConfig {
@@ -138,6 +141,7 @@ impl Default for ExecutorConfig {
         ExecutorConfig {
             max_concurrent_jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
             stderr_limit: 64 * 1024,
+            max_output_bytes: 32 * 1024 * 1024,
         }
     }
 }

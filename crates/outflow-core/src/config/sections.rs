@@ -55,6 +55,11 @@ pub(super) fn decode_executor(r: &mut FieldReader<'_>, config: &mut Config) {
     if let Some(n) = r.size("stderr_limit") {
         ex.stderr_limit = n;
     }
+    match r.size("max_output_bytes") {
+        Some(0) => r.error("max_output_bytes", "must be a positive size such as \"32MiB\""),
+        Some(n) => ex.max_output_bytes = n,
+        None => {}
+    }
 }
 
 /// `per_destination_concurrency`, `delivery_lease` and `circuit_breaker` inside `output:`.

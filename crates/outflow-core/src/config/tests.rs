@@ -858,7 +858,7 @@ fn redacted_dump_keeps_sub_second_timeouts() {
 #[test]
 fn server_storage_executor_sections() {
     let text = "server:\n  listen: \"0.0.0.0:9090\"\n  body_limit: 1MiB\n  shutdown_grace: 5s\n\
-                storage:\n  path: /var/lib/outflow\nexecutor:\n  max_concurrent_jobs: 3\n\
+                storage:\n  path: /var/lib/outflow\nexecutor:\n  max_concurrent_jobs: 3\n  max_output_bytes: 1KiB\n\
                 output:\n  per_destination_concurrency: 2\n  circuit_breaker: {failure_threshold: 7, cool_down: 1m}\n";
     let c = parse_ok(text, &no_env());
     assert_eq!(c.server.listen.to_string(), "0.0.0.0:9090");
@@ -866,6 +866,12 @@ fn server_storage_executor_sections() {
     assert_eq!(c.server.shutdown_grace, std::time::Duration::from_secs(5));
     assert_eq!(c.storage.path, std::path::PathBuf::from("/var/lib/outflow"));
     assert_eq!(c.executor.max_concurrent_jobs, 3);
+    assert_eq!(c.executor.max_output_bytes, 1024);
+    assert_eq!(parse_ok("", &no_env()).executor.max_output_bytes, 32 * 1024 * 1024);
+    assert_eq!(
+        errors_of("executor:\n  max_output_bytes: 0\n", &no_env()),
+        ["executor.max_output_bytes: must be a positive size such as \"32MiB\""]
+    );
     assert_eq!(c.output.limits.per_destination_concurrency, 2);
     assert_eq!(c.output.limits.breaker_failure_threshold, 7);
     assert_eq!(c.output.limits.breaker_cool_down, std::time::Duration::from_secs(60));

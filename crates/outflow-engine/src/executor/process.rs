@@ -2,6 +2,7 @@
 //! the tail of stderr, and end it on timeout, cancel or shutdown.
 
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,6 +55,8 @@ pub(crate) enum End {
     Exited(ExitStatus),
     /// It ran past its timeout and its process group was killed.
     TimedOut(Duration),
+    /// It wrote more than this many bytes to stdout and its process group was killed.
+    OutputTooLarge(usize),
     /// The executor killed it.
     Killed(KillReason),
     /// It could not be started (or waited for): the message says why, naming the command.
@@ -65,7 +68,7 @@ pub(crate) enum End {
 pub(crate) struct RunOutcome {
     /// How it ended.
     pub end: End,
-    /// Everything it wrote to stdout.
+    /// Everything it wrote to stdout (at most the output limit).
     pub stdout: Vec<u8>,
     /// The end of its stderr (at most the limit, plus a truncation note), `None` when empty.
     pub log: Option<String>,
@@ -80,11 +83,13 @@ impl RunOutcome {
 /// Runs `spec` with `input` on stdin. The command gets its own process group so that a
 /// timeout or kill reaches everything it started; when the command exits, whatever it left
 /// running in its group is killed too, because those processes would hold the output pipes
-/// open and escape the job's timeout and cancel.
+/// open and escape the job's timeout and cancel. Stdout past `max_output` bytes kills the
+/// group: the output is held in memory and stored as one value, so it must be bounded.
 pub(crate) async fn run(
     spec: &CommandSpec,
     input: Vec<u8>,
     stderr_limit: usize,
+    max_output: usize,
     control: &Arc<JobControl>,
 ) -> RunOutcome {
     if let Some(dir) = &spec.working_dir
@@ -134,7 +139,10 @@ pub(crate) async fn run(
         }
     });
     let stdout_buf = Arc::new(Mutex::new(Vec::new()));
-    let reader = child.stdout.take().map(|out| tokio::spawn(read_all(out, stdout_buf.clone())));
+    let overflow = Arc::new(Overflow::default());
+    let reader = child.stdout.take().map(|out| {
+        tokio::spawn(read_capped(out, max_output, stdout_buf.clone(), overflow.clone()))
+    });
     let stderr_buf = Arc::new(Mutex::new(Tail::default()));
     let tail = child
         .stderr
@@ -162,6 +170,11 @@ pub(crate) async fn run(
             let _ = child.wait().await;
             End::Killed(control.reason().unwrap_or(KillReason::Cancel))
         }
+        () = overflow.wake.notified() => {
+            kill_group(&mut child, pid);
+            let _ = child.wait().await;
+            End::OutputTooLarge(max_output)
+        }
     };
     // Leftovers in the group (e.g. `sleep 30 &`) would keep the pipes open. The group id
     // stays reserved while any member lives, so this only reaches the job's own processes.
@@ -178,6 +191,14 @@ pub(crate) async fn run(
             );
         }
     }
+    // The command may have exited (or timed out) in the same instant its output overflowed:
+    // a cut output must never pass for a whole one.
+    let end = match end {
+        End::Exited(_) | End::TimedOut(_) if overflow.exceeded.load(Ordering::SeqCst) => {
+            End::OutputTooLarge(max_output)
+        }
+        end => end,
+    };
     let stdout = std::mem::take(&mut *lock(&stdout_buf));
     let tail = std::mem::take(&mut *lock(&stderr_buf));
     RunOutcome { end, stdout, log: render_log(&tail.bytes, tail.total) }
@@ -206,14 +227,38 @@ fn kill_group(child: &mut Child, pid: Option<u32>) {
     let _ = child.start_kill();
 }
 
-/// Appends everything `r` yields to `buf`.
-async fn read_all(mut r: impl AsyncRead + Unpin, buf: Arc<Mutex<Vec<u8>>>) {
+/// Set (and woken) when stdout went past its limit.
+#[derive(Debug, Default)]
+struct Overflow {
+    exceeded: AtomicBool,
+    wake: Notify,
+}
+
+/// Appends what `r` yields to `buf`, up to `limit` bytes; one byte more sets `overflow` and
+/// stops reading.
+async fn read_capped(
+    mut r: impl AsyncRead + Unpin,
+    limit: usize,
+    buf: Arc<Mutex<Vec<u8>>>,
+    overflow: Arc<Overflow>,
+) {
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
-        match r.read(&mut chunk).await {
+        let n = match r.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => lock(&buf).extend_from_slice(&chunk[..n]),
+            Ok(n) => n,
+        };
+        let mut out = lock(&buf);
+        if out.len() + n > limit {
+            let room = limit - out.len();
+            out.extend_from_slice(&chunk[..room]);
+            drop(out);
+            overflow.exceeded.store(true, Ordering::SeqCst);
+            // notify_one keeps a permit: seen even if the run is not waiting yet.
+            overflow.wake.notify_one();
+            break;
         }
+        out.extend_from_slice(&chunk[..n]);
     }
 }
 
