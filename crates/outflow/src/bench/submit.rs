@@ -16,7 +16,13 @@ use crate::cli::BenchArgs;
 
 /// Runs the scenario.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
-    let server = ChildServer::start(json!({"output": {"max_concurrent_deliveries": 64}})).await?;
+    // Every file lands under one root, which is one destination key: give that key as many
+    // slots as the engine, as a deployment writing many small files would.
+    let server = ChildServer::start(json!({"output": {
+        "max_concurrent_deliveries": 64,
+        "per_destination_concurrency": 64
+    }}))
+    .await?;
     let out_dir = server.subdir("out")?;
     let path_template = format!("{}/{{{{job_uuid}}}}.json", out_dir.display());
     let load = Load {
