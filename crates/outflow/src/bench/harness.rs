@@ -31,7 +31,11 @@ impl ChildServer {
         let child = Command::new(exe)
             .args(["serve", "--config"])
             .arg(&config_path)
-            .env("OUTFLOW_LOG_LEVEL", "error")
+            // The server's own log level: quiet unless OUTFLOW_BENCH_SERVER_LOG asks.
+            .env(
+                "OUTFLOW_LOG_LEVEL",
+                std::env::var("OUTFLOW_BENCH_SERVER_LOG").unwrap_or_else(|_| "error".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
