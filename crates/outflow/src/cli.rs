@@ -113,6 +113,9 @@ pub struct BenchArgs {
     /// Target jobs per second across all clients [default: flat out].
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Jobs stored before measuring (status scenario).
+    #[arg(long, default_value_t = 10_000)]
+    pub jobs: usize,
     /// Share of webhook requests the receiver answers with 503 (webhook scenario).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub fail_percent: u32,
@@ -128,6 +131,8 @@ pub enum BenchScenario {
     Submit,
     /// Jobs delivered as signed webhooks to a local receiver.
     Webhook,
+    /// Status reads of random jobs among --jobs stored ones.
+    Status,
 }
 
 /// A duration given as `10s`, `500ms`, `2m`.

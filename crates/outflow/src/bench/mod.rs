@@ -13,6 +13,7 @@ mod harness;
 mod load;
 mod receiver;
 mod report;
+mod status;
 mod submit;
 mod webhook;
 
@@ -27,6 +28,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let report = match args.scenario {
         BenchScenario::Submit => submit::run(&args).await?,
         BenchScenario::Webhook => webhook::run(&args).await?,
+        BenchScenario::Status => status::run(&args).await?,
     };
     report.print(args.json)?;
     Ok(ExitCode::SUCCESS)
