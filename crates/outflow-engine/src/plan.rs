@@ -35,12 +35,22 @@ impl PlanError {
 pub struct DeliveryPlanner {
     registry: Registry,
     globals: Vec<GlobalDestination>,
+    /// Each global built once, in `globals` order: they are fixed by the config, and every
+    /// submit and output would otherwise parse them again.
+    built_globals: Vec<Result<Arc<dyn Destination>, PlanError>>,
 }
 
 impl DeliveryPlanner {
     /// A planner over `registry` and the config's global destinations.
     pub fn new(registry: Registry, globals: Vec<GlobalDestination>) -> Self {
-        DeliveryPlanner { registry, globals }
+        let built_globals = globals
+            .iter()
+            .map(|g| {
+                let path = format!("output.global_destinations[{}].destination", g.index);
+                registry.build(&g.destination, &path).map_err(|errors| PlanError { errors })
+            })
+            .collect();
+        DeliveryPlanner { registry, globals, built_globals }
     }
 
     /// The registry destinations are built with.
@@ -114,14 +124,10 @@ impl DeliveryPlanner {
     /// spec. `label` names it in errors.
     pub fn build(&self, spec: &Value, label: &str) -> Result<Arc<dyn Destination>, PlanError> {
         if let Some(name) = spec.get("global").and_then(Value::as_str) {
-            let Some(global) = self.global(name) else {
+            let Some(i) = self.globals.iter().position(|g| g.name == name) else {
                 return Err(PlanError::one(label, self.unknown_global(name)));
             };
-            let path = format!("output.global_destinations[{}].destination", global.index);
-            return self
-                .registry
-                .build(&global.destination, &path)
-                .map_err(|errors| PlanError { errors });
+            return self.built_globals[i].clone();
         }
         let spec =
             DestinationSpec::from_value(spec, label).map_err(|e| PlanError { errors: vec![e] })?;
