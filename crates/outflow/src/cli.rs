@@ -66,6 +66,11 @@ pub enum Command {
     },
     /// Measure throughput and latency against a child server (prints `name value unit`).
     Bench(BenchArgs),
+    /// Crash and fault scenarios against a child server; exit 1 if anything was lost.
+    Chaos {
+        #[command(subcommand)]
+        scenario: ChaosScenario,
+    },
     /// List deliveries, retry or replay dead letters on a running server.
     Deliveries {
         #[command(flatten)]
@@ -133,6 +138,51 @@ pub enum BenchScenario {
     Webhook,
     /// Status reads of random jobs among --jobs stored ones.
     Status,
+}
+
+/// `outflow chaos` scenarios. See docs/chaos.md.
+#[derive(Debug, Subcommand)]
+pub enum ChaosScenario {
+    /// SIGKILL a loaded server K times, restart it on the same data dir, and check that
+    /// every acknowledged output was delivered.
+    Crash(ChaosCrashArgs),
+    /// Deliver to a receiver that times out, resets, answers 500/503/429 or accepts by
+    /// turns, and check every delivery's final state and attempt records.
+    Faults(ChaosFaultsArgs),
+}
+
+/// `outflow chaos crash`.
+#[derive(Debug, Args)]
+#[command(after_help = "Prints `acknowledged`, `delivered`, `lost`, `duplicates` (extra \
+    receipts of an already received webhook-id) as `name value unit` lines; exits 1 when \
+    lost > 0.")]
+pub struct ChaosCrashArgs {
+    /// How many times to SIGKILL the server.
+    #[arg(long, default_value_t = 20)]
+    pub kills: u32,
+    /// Concurrent submitting clients.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Seed of the kill delays (200 ms to 1.5 s each) [default: from the clock, printed].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Print a JSON summary instead of lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `outflow chaos faults`.
+#[derive(Debug, Args)]
+#[command(after_help = "Prints requests per fault kind, deliveries per final state and \
+    `mismatches`; exits 1 when a delivery did not end delivered or dead or its attempt \
+    records disagree with what the receiver saw.")]
+pub struct ChaosFaultsArgs {
+    /// Jobs to submit (one webhook delivery each).
+    #[arg(long, default_value_t = 200)]
+    pub jobs: usize,
+    /// Print a JSON summary instead of lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// A duration given as `10s`, `500ms`, `2m`.

@@ -5,6 +5,7 @@
 //! [`commands`]. Exit codes: 0 success, 1 a delivery or validation failed, 2 usage errors.
 
 mod bench;
+mod chaos;
 mod cli;
 mod commands;
 mod destinations;
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
             }
             Command::Serve(args) => commands::serve::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Chaos { scenario } => chaos::run(scenario).await,
             Command::Jobs { server, command } => commands::jobs::run(server, command).await,
             Command::Deliveries { server, command } => {
                 commands::deliveries::run(server, command).await

@@ -15,6 +15,9 @@ pub struct ChildServer {
     pub client: Client,
     /// The temporary directory holding its config and data (removed on drop).
     pub dir: tempfile::TempDir,
+    /// The config file it was started with; [`ChildServer::restart`] reuses it, so a restart
+    /// listens on the same port and opens the same data dir.
+    config_path: PathBuf,
 }
 
 impl ChildServer {
@@ -27,30 +30,39 @@ impl ChildServer {
         config["storage"]["path"] = Value::String(dir.path().join("data").display().to_string());
         let config_path = dir.path().join("outflow.yaml");
         std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)?;
-        let exe = std::env::current_exe().context("cannot find the outflow binary")?;
-        let child = Command::new(exe)
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            // The server's own log level: quiet unless OUTFLOW_BENCH_SERVER_LOG asks.
-            .env(
-                "OUTFLOW_LOG_LEVEL",
-                std::env::var("OUTFLOW_BENCH_SERVER_LOG").unwrap_or_else(|_| "error".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("cannot start outflow serve")?;
-        let url = format!("http://127.0.0.1:{port}");
-        let client = Client::new(&url)?;
+        let child = spawn(&config_path)?;
+        let client = Client::new(&format!("http://127.0.0.1:{port}"))?;
+        let server = ChildServer { child, client, dir, config_path };
+        server.wait_healthy().await?;
+        Ok(server)
+    }
+
+    /// Kills the child with SIGKILL (no graceful shutdown: a crash) and reaps it.
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        self.child.kill().context("cannot SIGKILL outflow serve")?;
+        self.child.wait().context("cannot reap outflow serve")?;
+        Ok(())
+    }
+
+    /// Starts the server again on the same config, port and data dir (after [`Self::kill9`]),
+    /// waiting until `/healthz` answers.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        // Reap a child still running so a restart never leaves two servers on one data dir.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(&self.config_path)?;
+        self.wait_healthy().await
+    }
+
+    async fn wait_healthy(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while client.health().await.is_err() {
+        while self.client.health().await.is_err() {
             if Instant::now() > deadline {
                 bail!("outflow serve did not answer /healthz within 30 s");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(ChildServer { child, client, dir })
+        Ok(())
     }
 
     /// A directory inside the temporary dir, created.
@@ -64,6 +76,24 @@ impl ChildServer {
     pub fn resources(&self) -> anyhow::Result<Resources> {
         Resources::of(self.child.id())
     }
+}
+
+/// Spawns `outflow serve --config <config_path>` from this very binary.
+fn spawn(config_path: &Path) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe().context("cannot find the outflow binary")?;
+    Command::new(exe)
+        .args(["serve", "--config"])
+        .arg(config_path)
+        // The server's own log level: quiet unless OUTFLOW_BENCH_SERVER_LOG asks.
+        .env(
+            "OUTFLOW_LOG_LEVEL",
+            std::env::var("OUTFLOW_BENCH_SERVER_LOG").unwrap_or_else(|_| "error".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start outflow serve")
 }
 
 impl Drop for ChildServer {

@@ -9,7 +9,7 @@
 //! Adding a scenario = one module with a `run(&BenchArgs) -> Report` and one match arm in
 //! [`run`].
 
-mod harness;
+pub(crate) mod harness;
 mod load;
 mod receiver;
 mod report;
