@@ -31,4 +31,13 @@ echo "==> cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "==> cargo test"
-cargo test --workspace --locked "$@"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+# One total over every test binary (cargo's own last line is a doc-test block, often
+# "0 passed"). OUTFLOW_TEST_SUMMARY, when set, receives the same line.
+summary="$(awk '/^test result:/ {p += $4; f += $6} END {printf "tests: %d passed, %d failed", p, f}' "$log")"
+echo "$summary"
+if [ -n "${OUTFLOW_TEST_SUMMARY:-}" ]; then
+  echo "$summary" > "$OUTFLOW_TEST_SUMMARY"
+fi
