@@ -149,6 +149,9 @@ pub enum ChaosScenario {
     /// Deliver to a receiver that times out, resets, answers 500/503/429 or accepts by
     /// turns, and check every delivery's final state and attempt records.
     Faults(ChaosFaultsArgs),
+    /// Put the data dir on a small tmpfs, fill it, and check for a clear 507, no corrupted
+    /// output, and service resuming once the tmpfs grows (needs root to mount).
+    DiskFull(ChaosDiskFullArgs),
 }
 
 /// `outflow chaos crash`.
@@ -180,6 +183,23 @@ pub struct ChaosFaultsArgs {
     /// Jobs to submit (one webhook delivery each).
     #[arg(long, default_value_t = 200)]
     pub jobs: usize,
+    /// Print a JSON summary instead of lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `outflow chaos disk-full`.
+#[derive(Debug, Args)]
+#[command(after_help = "Mounts a tmpfs of --size-mib (needs root, CAP_SYS_ADMIN; exit 2 \
+    without it) as the data dir, submits 64 KiB outputs until a submission fails, reads every \
+    acknowledged output back, grows the tmpfs to 4x and submits again. Prints \
+    `acknowledged_before_full`, `first_failure_status`, `corrupted`, `resumed_after_space`, \
+    `acknowledged_after_resume`; exits 1 when nothing failed, the failure was not 507/503, \
+    an output was corrupted or service did not resume.")]
+pub struct ChaosDiskFullArgs {
+    /// Size of the tmpfs holding the data dir, in MiB.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub size_mib: u64,
     /// Print a JSON summary instead of lines.
     #[arg(long)]
     pub json: bool,

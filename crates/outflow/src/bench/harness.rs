@@ -21,13 +21,17 @@ pub struct ChildServer {
 }
 
 impl ChildServer {
-    /// Writes `config` (with `server.listen` and `storage.path` filled in) and starts
-    /// `outflow serve` on a free port, waiting until `/healthz` answers.
+    /// Writes `config` (with `server.listen` filled in, and `storage.path` too unless the
+    /// config sets it) and starts `outflow serve` on a free port, waiting until `/healthz`
+    /// answers.
     pub async fn start(mut config: Value) -> anyhow::Result<ChildServer> {
         let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         config["server"]["listen"] = Value::String(format!("127.0.0.1:{port}"));
-        config["storage"]["path"] = Value::String(dir.path().join("data").display().to_string());
+        if config["storage"]["path"].is_null() {
+            config["storage"]["path"] =
+                Value::String(dir.path().join("data").display().to_string());
+        }
         let config_path = dir.path().join("outflow.yaml");
         std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)?;
         let child = spawn(&config_path)?;

@@ -7,6 +7,7 @@
 //! disagrees with what the receiver saw), so CI can run short versions.
 
 mod crash;
+mod disk_full;
 mod faults;
 
 use std::process::ExitCode;
@@ -24,6 +25,10 @@ pub async fn run(scenario: ChaosScenario) -> anyhow::Result<ExitCode> {
             let (report, failures) = faults::run(&args).await?;
             (report, args.json, failures)
         }
+        ChaosScenario::DiskFull(args) => match disk_full::run(&args).await? {
+            Ok((report, failures)) => (report, args.json, failures),
+            Err(code) => return Ok(code),
+        },
     };
     report.print(json)?;
     if failures.is_empty() {
