@@ -54,7 +54,9 @@ pub fn new_delivery_id() -> String {
     format!("dlv_{}", uuid::Uuid::now_v7().simple())
 }
 
-fn title_case(kind: &str) -> String {
+/// A destination type as the first word of a log line (`webhook` → `Webhook`), so the CLI
+/// runner and the engine log failures in the same words ("Webhook delivery failed, ...").
+pub fn title_case(kind: &str) -> String {
     let mut c = kind.chars();
     match c.next() {
         Some(f) => f.to_uppercase().chain(c).collect(),
@@ -177,4 +179,15 @@ pub async fn deliver_all(
             .map(|(d, id)| deliver_with_retries(d, job, output, id, &permits)),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::title_case;
+
+    #[test]
+    fn kinds_start_log_lines_capitalised() {
+        assert_eq!(title_case("webhook"), "Webhook");
+        assert_eq!(title_case(""), "");
+    }
 }

@@ -27,6 +27,7 @@ use outflow_core::context::{JobContext, RenderContext, environment_from_env};
 use outflow_core::delivery::Delivery;
 use outflow_core::job::{Job, JobStatus, OutputKind};
 use outflow_core::output::Output;
+use outflow_destinations::runner::title_case;
 use outflow_destinations::{Attempt, DeliveryError, Destination};
 use outflow_store::{AttemptOutcome, AttemptResult, ClaimedDelivery};
 use serde::Serialize;
@@ -523,14 +524,6 @@ pub fn stored_output(kind: OutputKind, body: &Bytes) -> Output {
     }
 }
 
-fn title_case(kind: &str) -> String {
-    let mut c = kind.chars();
-    match c.next() {
-        Some(f) => f.to_uppercase().chain(c).collect(),
-        None => String::new(),
-    }
-}
-
 /// Records results in batches: whatever arrived while the previous commit ran, plus what
 /// arrives within [`BATCH_WINDOW`], up to [`MAX_BATCH`] per transaction.
 async fn collect(engine: Arc<Engine>, mut results: mpsc::UnboundedReceiver<AttemptResult>) {
@@ -604,11 +597,5 @@ mod tests {
         assert_eq!(stored_output(OutputKind::Binary, &json), Output::Binary(json.clone()));
         let bad = Bytes::from_static(&[0xff, 0xfe]);
         assert_eq!(stored_output(OutputKind::Text, &bad), Output::Binary(bad.clone()));
-    }
-
-    #[test]
-    fn title_case_kind() {
-        assert_eq!(title_case("webhook"), "Webhook");
-        assert_eq!(title_case(""), "");
     }
 }
