@@ -46,6 +46,9 @@ pub struct DeliveryReceipt {
     pub response_excerpt: Option<String>,
 }
 
+/// One result per record of a [`Destination::deliver_batch`] call, in the records' order.
+pub type BatchResults = Vec<Result<DeliveryReceipt, DeliveryError>>;
+
 /// What a reachability check reports.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckReport {
@@ -91,6 +94,20 @@ pub trait Destination: Send + Sync + std::fmt::Debug {
 
     /// Makes one attempt.
     async fn deliver(&self, attempt: Attempt<'_>) -> Result<DeliveryReceipt, DeliveryError>;
+
+    /// Delivers many records as one batch (pipelines, `outflow bench destination`). The result
+    /// has one entry per record, in order, so the caller retries only the records that failed.
+    ///
+    /// The default delivers them one by one. Destinations with a bulk operation (multi-row
+    /// INSERT, Elasticsearch `_bulk`, Kafka's producer queue, MongoDB `insertMany`) override
+    /// it; a batch that fails as a whole reports the same error for every record.
+    async fn deliver_batch(&self, records: &[Attempt<'_>]) -> BatchResults {
+        let mut results = Vec::with_capacity(records.len());
+        for record in records {
+            results.push(self.deliver(*record).await);
+        }
+        results
+    }
 
     /// Checks that a delivery could succeed, without delivering (directory writable, host
     /// resolvable and connectable).

@@ -86,7 +86,11 @@ impl Receiver {
     pub async fn start(script: Vec<Reply>) -> Receiver {
         let shared =
             Arc::new(Shared { requests: Mutex::default(), script: Mutex::new(script.into()) });
-        let app = Router::new().fallback(handle).with_state(shared.clone());
+        // No body limit: suites send multi-megabyte outputs.
+        let app = Router::new()
+            .fallback(handle)
+            .layer(axum::extract::DefaultBodyLimit::disable())
+            .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1");
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.expect("receiver runs") });
