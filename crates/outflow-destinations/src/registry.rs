@@ -91,6 +91,14 @@ const PLANNED: &[&str] = &[
 /// webhook at the cloud metadata service and read the answer back from the attempt record.
 pub const OPERATOR_ONLY_KEYS: &[&str] = &["allow_private_networks", "allowed_hosts"];
 
+/// Destination types an API client may describe inline (a job's `output_destinations`,
+/// `test-output-destinations`). HTTP destinations resolve and check every address against
+/// the server's network policy; filesystem writes stay on the server's own disk. Every other
+/// type (databases, brokers, object stores, mail) connects to whatever host its spec names,
+/// so only the operator's config may declare one; jobs then name it.
+pub const API_INLINE_KINDS: &[&str] =
+    &["filesystem", "webhook", "slack", "discord", "elasticsearch", "opensearch"];
+
 /// Who wrote a destination spec, which decides what it may set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpecOrigin {
@@ -161,6 +169,18 @@ impl Registry {
     ) -> Result<Arc<dyn Destination>, Vec<ConfigError>> {
         let mut errors: Vec<ConfigError> = match origin {
             SpecOrigin::Operator => Vec::new(),
+            SpecOrigin::ApiClient if !API_INLINE_KINDS.contains(&spec.kind.as_str()) => {
+                return Err(vec![ConfigError::new(
+                    format!("{path}.type"),
+                    format!(
+                        "a '{}' destination cannot be given inline through the API: declare it in \
+                         the server's config (output.global_destinations) and name it instead; \
+                         inline types: {}",
+                        spec.kind,
+                        API_INLINE_KINDS.join(", ")
+                    ),
+                )]);
+            }
             SpecOrigin::ApiClient => OPERATOR_ONLY_KEYS
                 .iter()
                 .filter(|key| spec.fields.contains_key(**key))
@@ -224,6 +244,24 @@ mod tests {
             "{}",
             errs[0].message
         );
+    }
+
+    #[test]
+    fn api_clients_name_network_destinations_instead_of_describing_them() {
+        let spec = DestinationSpec::from_value(
+            &json!({"type": "postgresql", "connection_string": "postgres://10.0.0.5/db", "table": "t"}),
+            "d",
+        )
+        .unwrap();
+        let errs = Registry::default().build_from(&spec, "d", SpecOrigin::ApiClient).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].path, "d.type");
+        assert!(
+            errs[0].message.contains("cannot be given inline through the API"),
+            "{}",
+            errs[0].message
+        );
+        assert!(errs[0].message.contains("output.global_destinations"), "{}", errs[0].message);
     }
 
     #[test]

@@ -124,6 +124,21 @@ pub struct BenchArgs {
     /// Share of webhook requests the receiver answers with 503 (webhook scenario).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub fail_percent: u32,
+    /// Destination type to measure (destination scenario); its spec points at the local
+    /// test peer that `scripts/services.sh up` starts, unless --spec is given.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub destination_type: Option<String>,
+    /// A full destination spec as JSON (destination scenario), e.g.
+    /// '{"type":"postgresql","connection_string":"postgres://...","table":"bench"}'.
+    #[arg(long, value_name = "JSON")]
+    pub spec: Option<String>,
+    /// Records to deliver (destination scenario).
+    #[arg(long, default_value_t = 10_000)]
+    pub records: usize,
+    /// Records per `deliver_batch` call (destination scenario); 1 delivers them one by one,
+    /// --concurrency at a time.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
     /// Print a JSON summary instead of lines.
     #[arg(long)]
     pub json: bool,
@@ -138,6 +153,9 @@ pub enum BenchScenario {
     Webhook,
     /// Status reads of random jobs among --jobs stored ones.
     Status,
+    /// --records small records straight into one destination (--type or --spec), in
+    /// batches of --batch-size: records/s, batch latency, this process's peak RSS.
+    Destination,
 }
 
 /// `outflow chaos` scenarios. See docs/chaos.md.
