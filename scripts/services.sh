@@ -100,8 +100,32 @@ env_lines() {
     kassandra) echo "OUTFLOW_TEST_CASSANDRA_URL=127.0.0.1:$p" ;;
     smtp-sink)
       echo "OUTFLOW_TEST_SMTP_URL=smtp://127.0.0.1:$p"
-      echo "OUTFLOW_TEST_SMTP_MAILDIR=$MAILDIR" ;;
+      echo "OUTFLOW_TEST_SMTP_MAILDIR=$(smtp_maildir)" ;;
   esac
+}
+
+# Where the SMTP sink on the port writes: OUTFLOW_TEST_SMTP_MAILDIR when set; ours when we
+# started it; the --maildir of an smtp_sink.py someone else started on the port; else ours.
+smtp_maildir() {
+  local pid args
+  if [ -n "${OUTFLOW_TEST_SMTP_MAILDIR:-}" ]; then
+    echo "$OUTFLOW_TEST_SMTP_MAILDIR"
+    return
+  fi
+  if ! our_pid smtp-sink >/dev/null && command -v ss >/dev/null; then
+    pid="$(ss -Hltnp "sport = :$(port_of smtp-sink)" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n1 | cut -d= -f2)"
+    if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ]; then
+      mapfile -d '' args <"/proc/$pid/cmdline"
+      local i
+      for i in "${!args[@]}"; do
+        if [ "${args[$i]}" = --maildir ] && [ -n "${args[$((i + 1))]:-}" ]; then
+          echo "${args[$((i + 1))]}"
+          return
+        fi
+      done
+    fi
+  fi
+  echo "$MAILDIR"
 }
 
 url_of() { env_lines "$1" | head -n1 | cut -d= -f2-; }
