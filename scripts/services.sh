@@ -261,7 +261,9 @@ ensure_venv() {
   log "installing the Python peers into $VENV (pip; scripts/peers/requirements.txt)"
   local start=$SECONDS
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV" >&2
-  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$PY_REQUIREMENTS" >&2
+  # --no-compile: byte-compiling every installed module (moto[server] pulls in sympy and
+  # cfn-lint) costs more than compiling the few a peer imports when it first starts.
+  "$VENV/bin/pip" install -q --no-compile --disable-pip-version-check -r "$PY_REQUIREMENTS" >&2
   echo "$want" >"$stamp"
   log "Python peers installed in $((SECONDS - start))s"
 }
