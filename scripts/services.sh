@@ -178,7 +178,9 @@ answers() {
   esac
 }
 
-pidfile() { echo "$RUN/$1.pid"; }
+# One pid file per peer and port: starting a peer on another port (OUTFLOW_PEER_PORT_*)
+# must not lose track of the one already running, so `down` can still stop it.
+pidfile() { echo "$RUN/$1-$(port_of "$1").pid"; }
 
 # A word of the command line of each peer's recorded process: a stale pid file (the
 # machine was restarted, the pid reused) must never make `down` kill something else.
@@ -191,10 +193,9 @@ cmdline_word() {
   esac
 }
 
-# The pid `up` recorded for PEER, if that process still runs.
+# The pid `up` recorded for PEER (in FILE, default its current port's), if it still runs.
 our_pid() {
-  local f pid
-  f="$(pidfile "$1")"
+  local f="${2:-$(pidfile "$1")}" pid
   [ -f "$f" ] || return 1
   pid="$(head -n1 "$f")"
   [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
@@ -314,7 +315,7 @@ start_postgres() {
     return 1
   }
   head -n1 "$dir/postmaster.pid" >"$(pidfile postgres)"
-  echo "$dir" >"$RUN/postgres.datadir"
+  echo "$dir" >"$RUN/postgres-$port.datadir"
   ln -sf "$dir/server.log" "$LOGS/postgres-server.log"
   wait_until_answers postgres "$(our_pid postgres)"
 }
@@ -470,7 +471,7 @@ start_nx_27017() {
   port="$(port_of nx-27017)"
   # Its own pid file: the default /tmp/nx_27017.pid makes a second instance refuse to start.
   spawn nx-27017 "$VENV/bin/nx-27017" --db memory --host 127.0.0.1 -p "$port" \
-    --pid-file "$RUN/nx-27017-own-$port.pid" --log-file "$LOGS/nx-27017-server.log"
+    --pid-file "$DATA/nx-27017-$port.pid" --log-file "$LOGS/nx-27017-server.log"
   wait_until_answers nx-27017 "$(our_pid nx-27017)"
 }
 
@@ -554,22 +555,13 @@ stop_pid() {
 }
 
 cmd_down() {
-  local peer pid dir
+  local peer pid f
   for peer in "${PEERS[@]}"; do
-    if pid="$(our_pid "$peer")"; then
-      log "stopping $peer (pid $pid)"
-      if [ "$peer" = postgres ] && [ -f "$RUN/postgres.datadir" ]; then
-        dir="$(cat "$RUN/postgres.datadir")"
-        if [ "$(id -u)" = 0 ]; then
-          runuser -u postgres -- "$(pg_bindir)/pg_ctl" -D "$dir" -m fast -w stop >&2 || stop_pid "$peer" "$pid"
-        else
-          "$(pg_bindir)/pg_ctl" -D "$dir" -m fast -w stop >&2 || stop_pid "$peer" "$pid"
-        fi
-      else
-        stop_pid "$peer" "$pid"
-      fi
-    fi
-    rm -f "$(pidfile "$peer")"
+    for f in "$RUN/$peer"-[0-9]*.pid; do
+      [ -f "$f" ] || continue
+      stop_recorded "$peer" "$f"
+      rm -f "$f"
+    done
   done
   if [ -f "$RUN/rabbitmq-epmd.pid" ]; then
     pid="$(head -n1 "$RUN/rabbitmq-epmd.pid")"
@@ -579,7 +571,25 @@ cmd_down() {
     fi
     rm -f "$RUN/rabbitmq-epmd.pid"
   fi
-  rm -f "$RUN/postgres.datadir"
+}
+
+# Stops the process recorded in pid FILE for PEER, if it is still that peer.
+stop_recorded() {
+  local peer="$1" f="$2" pid dir
+  if pid="$(our_pid "$peer" "$f")"; then
+    log "stopping $peer (pid $pid)"
+    if [ "$peer" = postgres ] && [ -f "${f%.pid}.datadir" ]; then
+      dir="$(cat "${f%.pid}.datadir")"
+      if [ "$(id -u)" = 0 ]; then
+        runuser -u postgres -- "$(pg_bindir)/pg_ctl" -D "$dir" -m fast -w stop >&2 || stop_pid "$peer" "$pid"
+      else
+        "$(pg_bindir)/pg_ctl" -D "$dir" -m fast -w stop >&2 || stop_pid "$peer" "$pid"
+      fi
+    else
+      stop_pid "$peer" "$pid"
+    fi
+  fi
+  rm -f "${f%.pid}.datadir"
 }
 
 cmd_status() {
