@@ -281,8 +281,8 @@ fn validate_bucket(bucket: &str) -> Result<(), String> {
         bucket.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
     if !(3..=255).contains(&bucket.len()) || !valid_chars {
         return Err(format!(
-            "'{bucket}' is not a valid bucket name: 3 to 63 characters of lowercase letters, \
-             digits, '.' and '-'"
+            "'{bucket}' is not a valid bucket name: 3 to 255 characters of letters, digits, \
+             '.', '-' and '_' (new AWS buckets: 3 to 63, lowercase)"
         ));
     }
     Ok(())
@@ -544,9 +544,9 @@ mod tests {
         assert_eq!(cfg.encryption, Some(Encryption::Aes256));
         assert_eq!(cfg.partitioning, Partitioning::Hive(PartitionFormat::Date));
         assert_eq!(cfg.multipart_threshold, MIN_PART_SIZE);
-        let cfg = parse_json(json!({"bucket": "b", "partitioning": true})).unwrap();
+        let cfg = parse_json(json!({"bucket": "bkt", "partitioning": true})).unwrap();
         assert_eq!(cfg.partitioning, Partitioning::Hive(PartitionFormat::Day));
-        let cfg = parse_json(json!({"bucket": "b", "compression": false})).unwrap();
+        let cfg = parse_json(json!({"bucket": "bkt", "compression": false})).unwrap();
         assert_eq!(cfg.compression, Compression::None);
     }
 
@@ -561,13 +561,13 @@ mod tests {
 
     #[test]
     fn key_errors() {
-        let (path, msg) = one_error(json!({"bucket": "b", "key": "/abs/{{job_uuid}}"}));
+        let (path, msg) = one_error(json!({"bucket": "bkt", "key": "/abs/{{job_uuid}}"}));
         assert_eq!(path, "d.key");
         assert!(msg.contains("must not start with '/'"), "{msg}");
-        let (path, msg) = one_error(json!({"bucket": "b", "key": "{{job_uuid"}));
+        let (path, msg) = one_error(json!({"bucket": "bkt", "key": "{{job_uuid"}));
         assert_eq!(path, "d.key");
         assert!(msg.starts_with("invalid template"), "{msg}");
-        let (path, msg) = one_error(json!({"bucket": "b", "key": "a", "key_template": "b"}));
+        let (path, msg) = one_error(json!({"bucket": "bkt", "key": "a", "key_template": "b"}));
         assert_eq!(path, "d.key_template");
         assert!(msg.contains("set only one"), "{msg}");
     }
@@ -575,32 +575,32 @@ mod tests {
     #[test]
     fn endpoint_errors() {
         for bad in ["ftp://x", "not a url", "http://h:9000/bucket", "http://u:p@h:9000"] {
-            let (path, _) = one_error(json!({"bucket": "b", "endpoint": bad}));
+            let (path, _) = one_error(json!({"bucket": "bkt", "endpoint": bad}));
             assert_eq!(path, "d.endpoint", "{bad}");
         }
         let cfg = parse_json(
-            json!({"bucket": "b", "endpoint": "https://s3.example", "force_path_style": false}),
+            json!({"bucket": "bkt", "endpoint": "https://s3.example", "force_path_style": false}),
         )
         .unwrap();
         assert!(!cfg.force_path_style);
-        assert_eq!(one_error(json!({"bucket": "b", "region": " "})).0, "d.region");
+        assert_eq!(one_error(json!({"bucket": "bkt", "region": " "})).0, "d.region");
     }
 
     #[test]
     fn credential_errors() {
-        let (path, _) = one_error(json!({"bucket": "b", "access_key_id": "AK"}));
+        let (path, _) = one_error(json!({"bucket": "bkt", "access_key_id": "AK"}));
         assert_eq!(path, "d.secret_access_key");
-        let (path, _) = one_error(json!({"bucket": "b", "secret_access_key": "SK"}));
+        let (path, _) = one_error(json!({"bucket": "bkt", "secret_access_key": "SK"}));
         assert_eq!(path, "d.access_key_id");
-        let (path, _) = one_error(json!({"bucket": "b", "session_token": "T"}));
+        let (path, _) = one_error(json!({"bucket": "bkt", "session_token": "T"}));
         assert_eq!(path, "d.session_token");
         let (path, _) = one_error(
-            json!({"bucket": "b", "access_key_id": "A", "secret_access_key": "S", "profile": "p"}),
+            json!({"bucket": "bkt", "access_key_id": "A", "secret_access_key": "S", "profile": "p"}),
         );
         assert_eq!(path, "d.profile");
-        let (path, msg) = one_error(json!({"bucket": "b", "secret_access_key": ""}));
+        let (path, msg) = one_error(json!({"bucket": "bkt", "secret_access_key": ""}));
         assert_eq!((path.as_str(), msg.as_str()), ("d.secret_access_key", "must not be empty"));
-        let cfg = parse_json(json!({"bucket": "b", "profile": "dev"})).unwrap();
+        let cfg = parse_json(json!({"bucket": "bkt", "profile": "dev"})).unwrap();
         assert_eq!(cfg.credentials, Credentials::Profile("dev".into()));
     }
 
@@ -636,20 +636,20 @@ mod tests {
             (json!({"storage_clas": "STANDARD"}), "d.storage_clas"),
         ];
         for (extra, want) in cases {
-            let mut spec = json!({"bucket": "b"});
+            let mut spec = json!({"bucket": "bkt"});
             for (k, v) in extra.as_object().unwrap() {
                 spec[k] = v.clone();
             }
             let errs = errors(spec.clone());
             assert!(errs.iter().any(|(p, m)| p == want && !m.is_empty()), "{spec}: {errs:?}");
         }
-        let (_, msg) = one_error(json!({"bucket": "b", "storage_clas": "STANDARD"}));
+        let (_, msg) = one_error(json!({"bucket": "bkt", "storage_clas": "STANDARD"}));
         assert!(msg.contains("did you mean 'storage_class'"), "{msg}");
     }
 
     #[test]
     fn secrets_never_appear_in_errors() {
-        let errs = errors(json!({"bucket": "b", "access_key_id": "AKIDSECRETVALUE"}));
+        let errs = errors(json!({"bucket": "bkt", "access_key_id": "AKIDSECRETVALUE"}));
         assert!(errs.iter().all(|(_, m)| !m.contains("AKIDSECRETVALUE")));
     }
 }

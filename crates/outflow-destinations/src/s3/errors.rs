@@ -72,6 +72,10 @@ impl S3Failure {
                 "{op} failed: access to bucket '{bucket}' was refused, check the credentials \
                  and the bucket policy ({detail})"
             ))
+        } else if status == 501 || code == "NotImplemented" {
+            DeliveryError::permanent(format!(
+                "{op} failed: the S3 server does not implement this request ({detail})"
+            ))
         } else if RETRYABLE_CODES.contains(&code) || status >= 500 || matches!(status, 408 | 429) {
             DeliveryError::retryable(format!("{op} failed: S3 is unavailable ({detail})"))
         } else {
