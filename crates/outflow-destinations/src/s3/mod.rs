@@ -133,7 +133,6 @@ pub struct S3Destination {
 }
 
 /// The connected parts: the object store and what the ACL request needs.
-#[derive(Debug)]
 struct Client {
     store: AmazonS3,
     http: reqwest::Client,
@@ -141,6 +140,16 @@ struct Client {
     /// `scheme://host[:port]` the object URLs start with (the bucket is in the host for
     /// virtual-hosted style).
     base_url: String,
+}
+
+impl std::fmt::Debug for Client {
+    /// The store's own Debug shows the access key id; the config treats it as a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("region", &self.region)
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A body ready to upload, with its headers.
@@ -611,6 +620,29 @@ impl Destination for S3Destination {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_shows_no_credentials() {
+        let spec = DestinationSpec::from_value(
+            &serde_json::json!({"type": "s3", "bucket": "bkt", "endpoint": "http://127.0.0.1:1",
+                "access_key_id": "AKIDVISIBLE", "secret_access_key": "SECRETVISIBLE",
+                "session_token": "TOKENVISIBLE"}),
+            "d",
+        )
+        .unwrap();
+        let cfg = config::parse(&spec, &BuildDefaults::default(), "d").unwrap();
+        let dest = S3Destination { cfg, client: OnceLock::new() };
+        dest.client().expect("the client is built without a network round trip");
+        let shown = format!("{dest:?} {}", dest.describe());
+        for secret in ["AKIDVISIBLE", "SECRETVISIBLE", "TOKENVISIBLE"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert_eq!(
+            dest.describe(),
+            "s3://bkt/{{task_name}}/{{year}}/{{month}}/{{day}}/{{delivery_id}}.json at http://127.0.0.1:1"
+        );
+        assert_eq!(dest.isolation_key(), "s3:http://127.0.0.1:1/bkt");
+    }
 
     #[test]
     fn keys_are_encoded_like_sigv4_wants() {
