@@ -270,9 +270,21 @@ async fn compression_extension_is_appended_once() {
     })));
     deliver(zst.as_ref(), &job, &output, &new_delivery_id()).await.expect("zstd delivered");
 
+    let leveled = build(&peer.spec_with(json!({
+        "prefix": loc, "key": "l-{{job_uuid}}.json", "compression": "gzip", "compression_level": 1
+    })));
+    deliver(leveled.as_ref(), &job, &output, &new_delivery_id()).await.expect("level 1 delivered");
+
     let gz_key = format!("{loc}/{}.json.gz", job.job_uuid);
     let zst_key = format!("{loc}/z-{}.json.zst", job.job_uuid);
-    assert_eq!(peer.keys(&loc).await, vec![gz_key.clone(), zst_key.clone()]);
+    let level_key = format!("{loc}/l-{}.json.gz", job.job_uuid);
+    assert_eq!(peer.keys(&loc).await, vec![gz_key.clone(), level_key.clone(), zst_key.clone()]);
+
+    let (body, attributes) = peer.get(&level_key).await;
+    assert_eq!(attributes.get(&Attribute::ContentEncoding).map(|v| v.as_ref()), Some("gzip"));
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&body[..]).read_to_string(&mut text).expect("gzip body");
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), value);
 
     let (body, _) = peer.get(&gz_key).await;
     let mut text = String::new();

@@ -103,6 +103,8 @@ pub(crate) struct S3Config {
     pub partitioning: Partitioning,
     pub format: OutputFormat,
     pub compression: Compression,
+    /// `None`: the codec's default (gzip 6, zstd 3).
+    pub compression_level: Option<i32>,
     pub content_type: Option<String>,
     pub storage_class: Option<&'static str>,
     pub encryption: Option<Encryption>,
@@ -188,12 +190,26 @@ pub(crate) fn parse(
             .unwrap_or_default(),
         None => Compression::None,
     };
-    for unsupported in ["compression_level", "compressionLevel"] {
-        if r.raw(unsupported).is_some() {
-            r.error(
-                unsupported,
-                "is not supported yet: gzip and zstd use their default levels (gzip 6, zstd 3)",
-            );
+    let cl_key = either(&mut r, "compression_level", "compressionLevel");
+    let compression_level = r.optional::<i32>(cl_key, "an integer level (gzip 0-9, zstd 1-22)");
+    if let Some(level) = compression_level {
+        let range = match compression {
+            Compression::Gzip => Some(0..=9),
+            Compression::Zstd => Some(1..=22),
+            Compression::None => None,
+        };
+        match range {
+            None => r.error(cl_key, "is only used with compression: gzip or zstd"),
+            Some(range) if !range.contains(&level) => r.error(
+                cl_key,
+                format!(
+                    "must be between {} and {} for {}, got {level}",
+                    range.start(),
+                    range.end(),
+                    compression.name()
+                ),
+            ),
+            Some(_) => {}
         }
     }
 
@@ -259,6 +275,7 @@ pub(crate) fn parse(
                 partitioning,
                 format,
                 compression,
+                compression_level,
                 content_type,
                 storage_class,
                 encryption,
@@ -534,12 +551,14 @@ mod tests {
     fn seed_spellings_are_accepted() {
         let cfg = parse_json(json!({
             "bucket": "logs-archive", "key_template": "{{year}}/logs-{{job_uuid}}.json.gz",
-            "compression": true, "storageClass": "GLACIER", "serverSideEncryption": "AES256",
+            "compression": true, "compressionLevel": 9, "storageClass": "GLACIER",
+            "serverSideEncryption": "AES256",
             "partitionFormat": "year-month-day", "multipartThreshold": 5242880
         }))
         .unwrap();
         assert_eq!(cfg.key.source(), "{{year}}/logs-{{job_uuid}}.json.gz");
         assert_eq!(cfg.compression, Compression::Gzip);
+        assert_eq!(cfg.compression_level, Some(9));
         assert_eq!(cfg.storage_class, Some("GLACIER"));
         assert_eq!(cfg.encryption, Some(Encryption::Aes256));
         assert_eq!(cfg.partitioning, Partitioning::Hive(PartitionFormat::Date));
@@ -614,6 +633,9 @@ mod tests {
             (json!({"acl": "everyone"}), "d.acl"),
             (json!({"compression": "brotli"}), "d.compression"),
             (json!({"compression_level": 9}), "d.compression_level"),
+            (json!({"compression": "gzip", "compression_level": 10}), "d.compression_level"),
+            (json!({"compression": "zstd", "compressionLevel": 0}), "d.compressionLevel"),
+            (json!({"compression": "gzip", "compression_level": "high"}), "d.compression_level"),
             (json!({"format": "toml"}), "d.format"),
             (json!({"template": "x"}), "d.template"),
             (json!({"partitioning": "weekly"}), "d.partitioning"),

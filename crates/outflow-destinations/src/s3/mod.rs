@@ -18,6 +18,7 @@
 //! partition_format: year/month/day   # or year/month/day/hour, year-month-day
 //! format: json                       # json, json_compact, yaml, csv, xml, raw, ndjson, template
 //! compression: gzip                  # none, gzip, zstd (or true = gzip)
+//! compression_level: 9               # gzip 0-9 (default 6), zstd 1-22 (default 3)
 //! content_type: application/json    # default: the format's media type
 //! storage_class: STANDARD_IA         # STANDARD, STANDARD_IA, GLACIER, DEEP_ARCHIVE, GLACIER_IR...
 //! server_side_encryption: aws:kms    # AES256, aws:kms, aws:kms:dsse
@@ -30,7 +31,9 @@
 //! retry_policy: { max_attempts: 5 }
 //! ```
 //! Seed 004's camelCase spellings (`storageClass`, `serverSideEncryption`, `kmsKeyId`,
-//! `partitionFormat`, `multipartThreshold`) are accepted as well.
+//! `partitionFormat`, `multipartThreshold`, `compressionLevel`) are accepted as well.
+//! Batching keys (`batch_size`, `batch_timeout`, `bufferSize`, `flushInterval`) are a
+//! "not supported yet" error: the engine forms batches.
 //!
 //! **Keys.** `[prefix/][partitions/]key`, then `.gz`/`.zst` for compressed bodies unless the
 //! key already ends with it (`{{job_uuid}}.json.gz` stays as it is). Partitions come from the
@@ -331,12 +334,20 @@ impl S3Destination {
     }
 
     fn compress(&self, body: Vec<u8>, key: &str) -> Result<Bytes, DeliveryError> {
-        match self.cfg.compression {
-            Compression::None => Ok(Bytes::from(body)),
-            c => c.compress(&body).map(Bytes::from).map_err(|e| {
-                DeliveryError::permanent(format!("cannot compress the body of '{key}': {e}"))
-            }),
-        }
+        let compressed = match (self.cfg.compression, self.cfg.compression_level) {
+            (Compression::None, _) => return Ok(Bytes::from(body)),
+            (c, None) => c.compress(&body),
+            (Compression::Gzip, Some(level)) => {
+                use std::io::Write;
+                let level = flate2::Compression::new(level.unsigned_abs());
+                let mut encoder = flate2::write::GzEncoder::new(Vec::new(), level);
+                encoder.write_all(&body).and_then(|()| encoder.finish())
+            }
+            (Compression::Zstd, Some(level)) => zstd::encode_all(&body[..], level),
+        };
+        compressed.map(Bytes::from).map_err(|e| {
+            DeliveryError::permanent(format!("cannot compress the body of '{key}': {e}"))
+        })
     }
 
     /// Uploads one object (single PUT or multipart), then applies the ACL; bounded by the
