@@ -19,6 +19,7 @@ use object_store::client::{HttpRequest, HttpRequestBody};
 use object_store::path::Path;
 use object_store::{Attribute, ObjectStore, ObjectStoreExt};
 use outflow_core::attempt::FailureClass;
+use outflow_core::config::DestinationSpec;
 use outflow_core::context::RenderContext;
 use outflow_core::output::Output;
 use outflow_destinations::Attempt;
@@ -427,6 +428,32 @@ async fn bad_credentials_are_permanent() {
         let check = dest.check().await.expect_err("check with bad credentials");
         assert_eq!(check.class, FailureClass::Permanent, "{check:?}");
     }
+}
+
+#[tokio::test]
+async fn private_endpoints_need_the_network_policy() {
+    let Some(peer) = S3Peer::connect().await else { return };
+    let strict = outflow_destinations::Registry::default();
+    let mut spec = peer.spec_with(json!({}));
+    let parsed = DestinationSpec::from_value(&spec, "d").unwrap();
+    let errors = strict.build(&parsed, "d").expect_err("a loopback endpoint is refused");
+    assert_eq!(errors[0].path, "d.endpoint");
+    assert!(errors[0].message.contains("refusing to connect to 127.0.0.1"), "{errors:?}");
+
+    // A host name passes the config check; its resolved addresses are judged on connect.
+    spec["endpoint"] = json!(format!("http://localhost:{}", peer.addr.port()));
+    let parsed = DestinationSpec::from_value(&spec, "d").unwrap();
+    let dest = strict.build(&parsed, "d").expect("a host name is judged when resolved");
+    let (output, _) = sample();
+    let err = deliver(dest.as_ref(), &job(TASK), &output, &new_delivery_id()).await.unwrap_err();
+    assert_eq!(err.class, FailureClass::Permanent, "{err:?}");
+    assert!(err.message.contains("refusing to connect to"), "{}", err.message);
+    assert!(err.message.contains("loopback"), "{}", err.message);
+
+    spec["allowed_hosts"] = json!(["localhost"]);
+    let parsed = DestinationSpec::from_value(&spec, "d").unwrap();
+    let dest = strict.build(&parsed, "d").expect("allowed host");
+    deliver(dest.as_ref(), &job(TASK), &output, &new_delivery_id()).await.expect("allowed");
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ use std::time::Duration;
 use outflow_core::compression::{COMPRESSION_NAMES, Compression};
 use outflow_core::config::{ConfigError, DestinationSpec, FieldReader};
 use outflow_core::format::{FORMAT_NAMES, OutputFormat};
+use outflow_core::netpolicy::{HostRule, NetworkPolicy};
 use outflow_core::retry::RetryPolicy;
 use outflow_core::secret::Secret;
 use outflow_core::template::Template;
@@ -115,6 +116,8 @@ pub(crate) struct S3Config {
     pub part_size: u64,
     pub timeout: Duration,
     pub retry_policy: RetryPolicy,
+    /// Which addresses the endpoint may resolve to.
+    pub network: NetworkPolicy,
 }
 
 const KEY_EXPECTED: &str = "an object key template, e.g. \"{{task_name}}/{{year}}/{{month}}/{{day}}/{{delivery_id}}.json\"";
@@ -156,6 +159,14 @@ pub(crate) fn parse(
             None
         }
     });
+    let network = parse_network(&mut r, &defaults.network);
+    if let Some(e) = &endpoint
+        && let Ok(url) = url::Url::parse(e)
+        && let Some(host) = url.host()
+        && let Err(msg) = super::network::check_literal(&network, &host)
+    {
+        r.error("endpoint", msg);
+    }
     // Compatible servers (MinIO, Ceph, s3s) are usually reached by IP or a name without
     // per-bucket DNS, so path style is their default; AWS itself defaults to virtual hosts.
     let force_path_style = r.bool("force_path_style").unwrap_or(endpoint.is_some());
@@ -285,6 +296,7 @@ pub(crate) fn parse(
                 part_size,
                 timeout,
                 retry_policy,
+                network,
             })
         }
         _ => Err(errors),
@@ -323,6 +335,29 @@ fn validate_endpoint(endpoint: &str) -> Result<String, String> {
         return Err("must not carry credentials; use access_key_id and secret_access_key".into());
     }
     Ok(endpoint.trim_end_matches('/').to_string())
+}
+
+/// `allow_private_networks` / `allowed_hosts` on top of the global policy (operator-only
+/// keys: the registry refuses them from API clients).
+fn parse_network(r: &mut FieldReader<'_>, global: &NetworkPolicy) -> NetworkPolicy {
+    let mut policy = global.clone();
+    if r.bool("allow_private_networks") == Some(true) {
+        policy.allow_private_networks = true;
+    }
+    let hosts: Option<Vec<String>> = r.optional(
+        "allowed_hosts",
+        "a list of host names or CIDRs, e.g. [\"minio.internal\", \"10.0.0.0/8\"]",
+    );
+    for (i, h) in hosts.iter().flatten().enumerate() {
+        match HostRule::parse(h) {
+            Ok(rule) => policy.allowed_hosts.push(rule),
+            Err(msg) => {
+                let at = format!("{}[{i}]", r.path_of("allowed_hosts"));
+                r.extend([ConfigError::new(at, msg)]);
+            }
+        }
+    }
+    policy
 }
 
 fn parse_credentials(r: &mut FieldReader<'_>) -> Option<Credentials> {
@@ -519,6 +554,7 @@ mod tests {
     fn every_option_parses() {
         let cfg = parse_json(json!({
             "bucket": "outputs", "region": "eu-west-1", "endpoint": "http://127.0.0.1:9000/",
+            "allow_private_networks": true,
             "access_key_id": "AK", "secret_access_key": "SK", "session_token": "T",
             "key": "{{job_uuid}}.json", "prefix": "archive", "partitioning": "hive",
             "partition_format": "year/month/day/hour", "format": "json_compact",
@@ -603,6 +639,13 @@ mod tests {
         .unwrap();
         assert!(!cfg.force_path_style);
         assert_eq!(one_error(json!({"bucket": "bkt", "region": " "})).0, "d.region");
+        let (path, msg) = one_error(json!({"bucket": "bkt", "endpoint": "http://127.0.0.1:9000"}));
+        assert_eq!(path, "d.endpoint");
+        assert!(msg.starts_with("refusing to connect to 127.0.0.1: loopback"), "{msg}");
+        let allowed = json!({"bucket": "bkt", "endpoint": "http://127.0.0.1:9000", "allowed_hosts": ["127.0.0.1"]});
+        assert!(parse_json(allowed).is_ok());
+        let (path, _) = one_error(json!({"bucket": "bkt", "allowed_hosts": ["http://x"]}));
+        assert_eq!(path, "d.allowed_hosts[0]");
     }
 
     #[test]

@@ -91,6 +91,11 @@ impl S3Failure {
 /// Classifies an `object_store` error from `op` on `bucket`.
 pub fn classify(err: &object_store::Error, op: &str, bucket: &str) -> DeliveryError {
     use object_store::Error as E;
+    let described = chain(err);
+    if let Some(at) = described.find(super::network::REFUSAL) {
+        // The endpoint resolved only to addresses the network policy refuses.
+        return DeliveryError::permanent(format!("{op} failed: {}", &described[at..]));
+    }
     if let Some(http) = http_error(err) {
         let retryable = matches!(
             http.kind(),

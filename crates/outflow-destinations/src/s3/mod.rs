@@ -28,6 +28,8 @@
 //! multipart_threshold: 8MiB          # larger bodies go up in parts...
 //! part_size: 8MiB                    # ...of this size (5MiB to 5GiB)
 //! timeout_seconds: 30                # per S3 request; default output.default_timeout
+//! allow_private_networks: false      # an endpoint on a private/loopback address needs this...
+//! allowed_hosts: ["10.0.0.0/8"]      # ...or a matching entry (as for webhooks)
 //! retry_policy: { max_attempts: 5 }
 //! ```
 //! Seed 004's camelCase spellings (`storageClass`, `serverSideEncryption`, `kmsKeyId`,
@@ -77,6 +79,7 @@
 mod config;
 mod errors;
 mod key;
+mod network;
 mod profile;
 
 use std::sync::{Arc, OnceLock};
@@ -296,6 +299,7 @@ impl S3Destination {
             .with_timeout(self.cfg.timeout)
             .with_connect_timeout(self.cfg.timeout.min(Duration::from_secs(10)))
             .with_user_agent(HeaderValue::from_static(USER_AGENT))
+            .with_dns_resolver(Arc::new(network::PolicyDns::new(self.cfg.network.clone())))
     }
 
     /// The attributes of an object: content type and encoding, storage class, metadata
@@ -636,6 +640,7 @@ mod tests {
     fn debug_output_shows_no_credentials() {
         let spec = DestinationSpec::from_value(
             &serde_json::json!({"type": "s3", "bucket": "bkt", "endpoint": "http://127.0.0.1:1",
+                "allow_private_networks": true,
                 "access_key_id": "AKIDVISIBLE", "secret_access_key": "SECRETVISIBLE",
                 "session_token": "TOKENVISIBLE"}),
             "d",
