@@ -9,6 +9,8 @@
 //! - [`runner`]: one delivery with retries ([`runner::deliver_with_retries`]) and fan-out to
 //!   many destinations ([`runner::deliver_all`]).
 //! - [`filesystem`], [`webhook`]: the destinations.
+//! - [`s3`]: objects in AWS S3 or a compatible store (key templates, partitions, multipart,
+//!   SSE, storage classes, metadata, ACLs; NDJSON objects for batches).
 //!
 //! This crate does not store anything: durable queues and scheduled retries belong to the
 //! engine; the runner here retries in memory for the one-shot CLI.
@@ -21,6 +23,8 @@ pub mod error;
 pub mod filesystem;
 pub mod registry;
 pub mod runner;
+#[cfg(feature = "s3")]
+pub mod s3;
 #[cfg(feature = "webhook")]
 pub mod webhook;
 

@@ -60,6 +60,8 @@ const ENTRIES: &[Entry] = &[
     Entry { kind: "filesystem", build: crate::filesystem::build },
     #[cfg(feature = "webhook")]
     Entry { kind: "webhook", build: crate::webhook::build },
+    #[cfg(feature = "s3")]
+    Entry { kind: "s3", build: crate::s3::build },
 ];
 
 /// Types on the roadmap (DESIGN.md §2) that this version does not build yet: naming one is a
@@ -69,7 +71,6 @@ const PLANNED: &[&str] = &[
     "mysql",
     "sqlite",
     "database",
-    "s3",
     "kafka",
     "rabbitmq",
     "nats",
@@ -236,11 +237,11 @@ mod tests {
 
     #[test]
     fn planned_type_says_not_supported_yet() {
-        let spec = DestinationSpec::from_value(&json!({"type": "s3", "bucket": "b"}), "d").unwrap();
+        let spec = DestinationSpec::from_value(&json!({"type": "discord"}), "d").unwrap();
         let errs = Registry::default().build(&spec, "d").unwrap_err();
         assert_eq!(errs[0].path, "d.type");
         assert!(
-            errs[0].message.starts_with("destination type 's3' is not supported yet"),
+            errs[0].message.starts_with("destination type 'discord' is not supported yet"),
             "{}",
             errs[0].message
         );
