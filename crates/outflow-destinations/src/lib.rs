@@ -9,6 +9,7 @@
 //! - [`runner`]: one delivery with retries ([`runner::deliver_with_retries`]) and fan-out to
 //!   many destinations ([`runner::deliver_all`]).
 //! - [`filesystem`], [`webhook`]: the destinations.
+//! - [`kafka`]: records produced to Kafka with librdkafka (feature `kafka`).
 //!
 //! This crate does not store anything: durable queues and scheduled retries belong to the
 //! engine; the runner here retries in memory for the one-shot CLI.
@@ -19,6 +20,8 @@ pub mod check;
 pub mod error;
 #[cfg(feature = "filesystem")]
 pub mod filesystem;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod registry;
 pub mod runner;
 #[cfg(feature = "webhook")]

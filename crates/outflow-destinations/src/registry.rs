@@ -60,6 +60,8 @@ const ENTRIES: &[Entry] = &[
     Entry { kind: "filesystem", build: crate::filesystem::build },
     #[cfg(feature = "webhook")]
     Entry { kind: "webhook", build: crate::webhook::build },
+    #[cfg(feature = "kafka")]
+    Entry { kind: "kafka", build: crate::kafka::build },
 ];
 
 /// Types on the roadmap (DESIGN.md §2) that this version does not build yet: naming one is a
@@ -70,7 +72,6 @@ const PLANNED: &[&str] = &[
     "sqlite",
     "database",
     "s3",
-    "kafka",
     "rabbitmq",
     "nats",
     "mqtt",
