@@ -140,11 +140,47 @@ struct PrivateBroker {
     child: Child,
 }
 
+impl PrivateBroker {
+    /// Starts tansu on 127.0.0.1:`port` advertising `advertised`, with `extra` arguments,
+    /// and waits until it listens.
+    fn start(port: u16, advertised: &str, extra: &[&str]) -> PrivateBroker {
+        let Some(binary) = tansu_binary() else {
+            panic!(
+                "this test needs the tansu binary for a private broker: set \
+                 OUTFLOW_TEST_TANSU_BIN or run scripts/services.sh up"
+            );
+        };
+        let listen = SocketAddr::from(([127, 0, 0, 1], port));
+        let child = Command::new(&binary)
+            .args(["broker", "--listener-url", &format!("tcp://{listen}")])
+            .args(["--advertised-listener-url", &format!("tcp://{advertised}")])
+            .args(["--storage-engine", "memory://tansu/"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
+        let broker = PrivateBroker { child };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_err() {
+            assert!(Instant::now() < deadline, "the private tansu did not listen on {listen}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        broker
+    }
+}
+
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A free port on 127.0.0.1 (free when this returns; tests bind it right away).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
 }
 
 /// Where the tansu binary is: `OUTFLOW_TEST_TANSU_BIN`, else on the PATH, in
@@ -194,42 +230,16 @@ impl KafkaPeer {
             "OUTFLOW_TEST_KAFKA_BROKERS",
             "127.0.0.1:9092",
         )?;
-        let reserve = TcpListener::bind("127.0.0.1:0").expect("reserve a port");
-        let private_port = reserve.local_addr().expect("reserved address").port();
-        drop(reserve);
-        Some(KafkaPeer { brokers, private_port, private: Mutex::new(None) })
+        Some(KafkaPeer { brokers, private_port: free_port(), private: Mutex::new(None) })
     }
 
     /// Starts the private broker advertising `advertised`, once.
     fn start_private(&self, advertised: SocketAddr) {
         let mut guard = self.private.lock().unwrap();
-        if guard.is_some() {
-            return;
+        if guard.is_none() {
+            let broker = PrivateBroker::start(self.private_port, &advertised.to_string(), &[]);
+            *guard = Some((broker, format!("127.0.0.1:{}", self.private_port)));
         }
-        let Some(binary) = tansu_binary() else {
-            panic!(
-                "conformance case 3 needs the tansu binary for a private broker: set \
-                 OUTFLOW_TEST_TANSU_BIN or run scripts/services.sh up"
-            );
-        };
-        let listen = format!("127.0.0.1:{}", self.private_port);
-        let child = Command::new(&binary)
-            .args(["broker", "--listener-url", &format!("tcp://{listen}")])
-            .args(["--advertised-listener-url", &format!("tcp://{advertised}")])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
-        let broker = PrivateBroker { child };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let addr: SocketAddr = listen.parse().expect("listen address");
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < deadline, "the private tansu did not listen on {listen}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        *guard = Some((broker, listen));
     }
 
     /// Where read-backs go: the private broker once it runs, else the shared one.
@@ -583,6 +593,54 @@ async fn a_closed_port_is_retryable_within_the_timeout() {
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
     let check = dest.check().await.expect_err("check fails too");
     assert_eq!(check.class, FailureClass::Retryable, "{check:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sasl_authentication_is_permanent() {
+    let Some(_peer) = KafkaPeer::connect() else { return };
+    // A private tansu that requires SASL and knows no user.
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let _broker = PrivateBroker::start(port, &addr, &["--authentication"]);
+    let block = json!({"type": "kafka", "brokers": addr, "topic": "t", "timeout": "3s",
+        "sasl": {"mechanism": "SCRAM-SHA-256", "username": "nobody", "password": "secret-pw"}});
+    let flat = json!({"type": "kafka", "brokers": addr, "topic": "t", "timeout": "3s",
+        "sasl_enabled": true, "sasl_mechanism": "SCRAM-SHA-512", "sasl_username": "nobody",
+        "sasl_password": "secret-pw"});
+    for spec in [block, flat] {
+        let dest = build(&spec);
+        let err =
+            deliver(dest.as_ref(), &job("x"), &text_output("x"), "d1").await.expect_err("refused");
+        assert_eq!(err.class, FailureClass::Permanent, "{err:?}");
+        assert!(
+            err.message.contains("authentication failed") && err.message.contains(&addr),
+            "{}",
+            err.message
+        );
+        assert!(!err.message.contains("secret-pw"), "{}", err.message);
+        let check = dest.check().await.expect_err("check refused too");
+        assert_eq!(check.class, FailureClass::Permanent, "{check:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_files_are_checked_and_a_plaintext_broker_is_not_permanent() {
+    let Some(peer) = KafkaPeer::connect() else { return };
+    let missing = spec_for(&peer, "t", json!({"tls": {"ca_file": "/nonexistent/kafka-ca.pem"}}));
+    let err = deliver(build(&missing).as_ref(), &job("x"), &text_output("x"), "d1")
+        .await
+        .expect_err("no CA file");
+    assert_eq!(err.class, FailureClass::Permanent, "{err:?}");
+    assert!(err.message.contains("tls.ca_file '/nonexistent/kafka-ca.pem'"), "{}", err.message);
+
+    // TLS to a plaintext listener: the handshake fails, which a broker restart with the right
+    // listener would fix, so it is retryable.
+    let spec =
+        spec_for(&peer, "t", json!({"tls": {"insecure_skip_verify": true}, "timeout": "1500ms"}));
+    let err = deliver(build(&spec).as_ref(), &job("x"), &text_output("x"), "d1")
+        .await
+        .expect_err("TLS to plaintext");
+    assert_eq!(err.class, FailureClass::Retryable, "{err:?}");
 }
 
 /// 10,000 small records through `deliver_batch`, printing records/s:

@@ -21,10 +21,21 @@ pub type Producer = FutureProducer<OutflowContext>;
 /// delivery after a broker restart waiting longer than most delivery timeouts.
 const RECONNECT_BACKOFF_MAX_MS: u64 = 1_000;
 
-/// The latest client-level error librdkafka reported: a message that times out says only
-/// "timed out", the last error says why (connection refused, authentication failed).
+/// How long a failed authentication is remembered: librdkafka reports it once and then
+/// suppresses identical errors, while every later attempt just times out.
+const AUTH_FAILURE_MEMORY: Duration = Duration::from_secs(300);
+
+/// The client-level errors librdkafka reported: a message that times out says only "timed
+/// out", the last error says why (connection refused, authentication failed).
 #[derive(Debug, Default)]
-pub struct LastError(Mutex<Option<ClientError>>);
+pub struct LastError(Mutex<Reported>);
+
+#[derive(Debug, Default)]
+struct Reported {
+    last: Option<ClientError>,
+    /// The last authentication failure, until a delivery succeeds.
+    auth: Option<ClientError>,
+}
 
 /// A client-level error librdkafka reported.
 #[derive(Debug, Clone)]
@@ -37,15 +48,46 @@ pub struct ClientError {
     pub at: Instant,
 }
 
+impl ClientError {
+    fn is_authentication(&self) -> bool {
+        matches!(
+            self.code,
+            Some(
+                RDKafkaErrorCode::Authentication
+                    | RDKafkaErrorCode::SaslAuthenticationFailed
+                    | RDKafkaErrorCode::UnsupportedSASLMechanism
+            )
+        )
+    }
+}
+
 impl LastError {
-    /// The last error reported since `since`.
+    /// What explains a failure of an attempt that started at `since`: a recent
+    /// authentication failure, else the last error reported since then.
     pub fn since(&self, since: Instant) -> Option<ClientError> {
         let guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        guard.as_ref().filter(|e| e.at >= since).cloned()
+        if let Some(auth) = &guard.auth
+            && auth.at.elapsed() < AUTH_FAILURE_MEMORY
+        {
+            return Some(auth.clone());
+        }
+        guard.last.as_ref().filter(|e| e.at >= since).cloned()
+    }
+
+    /// A delivery succeeded: the credentials work now.
+    pub fn delivered(&self) {
+        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.auth.is_some() {
+            guard.auth = None;
+        }
     }
 
     fn record(&self, error: ClientError) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if error.is_authentication() {
+            guard.auth = Some(error.clone());
+        }
+        guard.last = Some(error);
     }
 }
 
@@ -160,6 +202,22 @@ fn partitioner(strategy: &PartitionStrategy) -> &'static str {
 /// Creates the producer and its error log; failures (an unreadable CA file, a setting librdkafka refuses)
 /// are permanent.
 pub fn create_client(cfg: &KafkaConfig) -> Result<Client, DeliveryError> {
+    if let Some(tls) = &cfg.tls {
+        // librdkafka's own message ("ssl.ca.location failed: BIO lib") does not say which
+        // file or why.
+        let files =
+            [("ca_file", &tls.ca_file), ("cert_file", &tls.cert_file), ("key_file", &tls.key_file)];
+        for (key, path) in files {
+            if let Some(path) = path
+                && let Err(e) = std::fs::File::open(path)
+            {
+                return Err(DeliveryError::permanent(format!(
+                    "cannot read tls.{key} '{path}' for brokers {}: {e}",
+                    cfg.bootstrap_servers()
+                )));
+            }
+        }
+    }
     let errors = Arc::new(LastError::default());
     let context = OutflowContext { errors: Arc::clone(&errors) };
     let producer = client_config(cfg).create_with_context(context).map_err(|e| {

@@ -418,15 +418,18 @@ impl KafkaDestination {
             }
         };
         match report {
-            Ok(delivery) => Ok(DeliveryReceipt {
-                target: format!("kafka://{}/{topic}", self.cfg.bootstrap_servers()),
-                status_code: None,
-                bytes,
-                response_excerpt: Some(format!(
-                    "partition {}, offset {}",
-                    delivery.partition, delivery.offset
-                )),
-            }),
+            Ok(delivery) => {
+                client.errors.delivered();
+                Ok(DeliveryReceipt {
+                    target: format!("kafka://{}/{topic}", self.cfg.bootstrap_servers()),
+                    status_code: None,
+                    bytes,
+                    response_excerpt: Some(format!(
+                        "partition {}, offset {}",
+                        delivery.partition, delivery.offset
+                    )),
+                })
+            }
             Err((err, _message)) => {
                 if matches!(err.rdkafka_error_code(), Some(RDKafkaErrorCode::Fatal)) {
                     self.discard_client();
