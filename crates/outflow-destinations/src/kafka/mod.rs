@@ -50,7 +50,9 @@
 //! A record too large, an unknown topic or partition (on a cluster that does not create
 //! topics), missing authorization, failed authentication and refused settings are
 //! permanent; timeouts, unreachable brokers, leader changes and a full producer queue are
-//! retryable. Messages name the topic and the brokers. `deliver_batch` enqueues every record
+//! retryable. librdkafka reports a failed SASL authentication once and then lets messages
+//! time out, so the destination remembers it (until a delivery succeeds, at most 5 minutes)
+//! and keeps such attempts permanent. Messages name the topic and the brokers. `deliver_batch` enqueues every record
 //! and reports each one's own acknowledgement, so only the records that failed are retried.
 //!
 //! **Connections.** One librdkafka producer per destination, created on first use and
