@@ -24,6 +24,24 @@ if command -v rustup >/dev/null 2>&1; then
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 fi
 
+# Native build prerequisites of the destinations: librdkafka is built from source (cmake;
+# its build wants curl's headers) and links the system OpenSSL for TLS and SCRAM.
+missing_pkgs=()
+command -v cmake >/dev/null 2>&1 || missing_pkgs+=(cmake)
+command -v pkg-config >/dev/null 2>&1 || missing_pkgs+=(pkg-config)
+for pkg in libssl-dev libcurl4-openssl-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing_pkgs+=("$pkg")
+done
+if [ "${#missing_pkgs[@]}" -gt 0 ]; then
+  echo "==> installing build prerequisites: ${missing_pkgs[*]}"
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing_pkgs[@]}"
+  else
+    echo "error: missing Debian packages: ${missing_pkgs[*]} (sudo apt-get install ${missing_pkgs[*]})" >&2
+    exit 1
+  fi
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -11,6 +11,7 @@
 //! - [`filesystem`], [`webhook`]: the destinations.
 //! - [`s3`]: objects in AWS S3 or a compatible store (key templates, partitions, multipart,
 //!   SSE, storage classes, metadata, ACLs; NDJSON objects for batches).
+//! - [`kafka`]: records produced to Kafka with librdkafka (feature `kafka`).
 //!
 //! This crate does not store anything: durable queues and scheduled retries belong to the
 //! engine; the runner here retries in memory for the one-shot CLI.
@@ -21,6 +22,8 @@ pub mod check;
 pub mod error;
 #[cfg(feature = "filesystem")]
 pub mod filesystem;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod registry;
 pub mod runner;
 #[cfg(feature = "s3")]

@@ -62,6 +62,8 @@ const ENTRIES: &[Entry] = &[
     Entry { kind: "webhook", build: crate::webhook::build },
     #[cfg(feature = "s3")]
     Entry { kind: "s3", build: crate::s3::build },
+    #[cfg(feature = "kafka")]
+    Entry { kind: "kafka", build: crate::kafka::build },
 ];
 
 /// Types on the roadmap (DESIGN.md §2) that this version does not build yet: naming one is a
@@ -71,7 +73,6 @@ const PLANNED: &[&str] = &[
     "mysql",
     "sqlite",
     "database",
-    "kafka",
     "rabbitmq",
     "nats",
     "mqtt",
