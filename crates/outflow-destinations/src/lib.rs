@@ -9,6 +9,8 @@
 //! - [`runner`]: one delivery with retries ([`runner::deliver_with_retries`]) and fan-out to
 //!   many destinations ([`runner::deliver_all`]).
 //! - [`filesystem`], [`webhook`]: the destinations.
+//! - [`smtp`]: email through an SMTP server (lettre, rustls), output attached or inlined.
+//! - [`slack`], [`discord`]: chat messages through incoming webhooks, built on [`webhook`].
 //!
 //! This crate does not store anything: durable queues and scheduled retries belong to the
 //! engine; the runner here retries in memory for the one-shot CLI.
@@ -16,11 +18,19 @@
 //! [`DestinationCatalog`]: outflow_core::config::DestinationCatalog
 
 pub mod check;
+#[cfg(feature = "discord")]
+pub mod discord;
 pub mod error;
 #[cfg(feature = "filesystem")]
 pub mod filesystem;
 pub mod registry;
 pub mod runner;
+#[cfg(feature = "slack")]
+pub mod slack;
+#[cfg(feature = "smtp")]
+pub mod smtp;
+#[cfg(any(feature = "smtp", feature = "slack", feature = "discord"))]
+mod text;
 #[cfg(feature = "webhook")]
 pub mod webhook;
 

@@ -60,6 +60,12 @@ const ENTRIES: &[Entry] = &[
     Entry { kind: "filesystem", build: crate::filesystem::build },
     #[cfg(feature = "webhook")]
     Entry { kind: "webhook", build: crate::webhook::build },
+    #[cfg(feature = "smtp")]
+    Entry { kind: "smtp", build: crate::smtp::build },
+    #[cfg(feature = "slack")]
+    Entry { kind: "slack", build: crate::slack::build },
+    #[cfg(feature = "discord")]
+    Entry { kind: "discord", build: crate::discord::build },
 ];
 
 /// Types on the roadmap (DESIGN.md §2) that this version does not build yet: naming one is a
@@ -77,9 +83,6 @@ const PLANNED: &[&str] = &[
     "redis",
     "elasticsearch",
     "opensearch",
-    "smtp",
-    "slack",
-    "discord",
     "mongodb",
     "dynamodb",
     "cassandra",

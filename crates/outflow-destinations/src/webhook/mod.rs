@@ -50,6 +50,8 @@
 
 pub mod auth;
 pub mod config;
+#[cfg(any(feature = "slack", feature = "discord"))]
+pub mod preset;
 pub mod resolver;
 
 use std::cell::Cell;
@@ -100,6 +102,22 @@ pub struct WebhookDestination {
     cfg: WebhookConfig,
     client: std::sync::OnceLock<reqwest::Client>,
     resolver: PolicyResolver,
+    preset: Option<Preset>,
+}
+
+/// Builds a preset's request body (a Slack or Discord message) in place of the envelope or
+/// `format`.
+pub trait BodyRenderer: Send + Sync + fmt::Debug {
+    /// The body bytes for one delivery; a failure is permanent (a template, a payload that
+    /// cannot be built).
+    fn render(&self, ctx: &RenderContext<'_>) -> Result<Vec<u8>, DeliveryError>;
+}
+
+/// A destination type built on the webhook: its own `type` name and body.
+#[derive(Debug)]
+struct Preset {
+    kind: &'static str,
+    body: Arc<dyn BodyRenderer>,
 }
 
 impl fmt::Debug for WebhookDestination {
@@ -107,7 +125,8 @@ impl fmt::Debug for WebhookDestination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let header_names: Vec<&str> = self.cfg.headers.iter().map(|(n, _)| n.as_str()).collect();
         f.debug_struct("WebhookDestination")
-            .field("url", &mask_url_secrets(self.cfg.url.source()))
+            .field("kind", &self.kind())
+            .field("url", &self.mask(self.cfg.url.source()))
             .field("method", &self.cfg.method)
             .field("headers", &header_names)
             .field("timeout", &self.cfg.timeout)
@@ -125,7 +144,25 @@ impl WebhookDestination {
     /// Builds the destination; its HTTP client is created on first use.
     pub fn new(cfg: WebhookConfig) -> Result<Self, String> {
         let resolver = PolicyResolver::new(Arc::new(cfg.network.clone()));
-        Ok(WebhookDestination { cfg, client: std::sync::OnceLock::new(), resolver })
+        Ok(WebhookDestination { cfg, client: std::sync::OnceLock::new(), resolver, preset: None })
+    }
+
+    /// A preset (`slack`, `discord`): the webhook's transport, SSRF guard and outcome rules
+    /// with its own `type` name and body.
+    pub fn preset(
+        kind: &'static str,
+        cfg: WebhookConfig,
+        body: Arc<dyn BodyRenderer>,
+    ) -> Result<Self, String> {
+        let mut dest = WebhookDestination::new(cfg)?;
+        dest.preset = Some(Preset { kind, body });
+        Ok(dest)
+    }
+
+    /// A URL as it may be shown: secrets in userinfo and query masked, and with
+    /// [`WebhookConfig::secret_path`] everything after the origin.
+    fn mask(&self, url: &str) -> String {
+        if self.cfg.secret_path { mask_path(url) } else { mask_url_secrets(url) }
     }
 
     /// The pooled client, created on first use. Fails only if the TLS backend cannot start.
@@ -166,7 +203,7 @@ impl WebhookDestination {
             index.set(i + 1);
             if i < origin_vars { v.to_string() } else { percent_encode(v) }
         };
-        let source = mask_url_secrets(self.cfg.url.source());
+        let source = self.mask(self.cfg.url.source());
         let rendered = self.cfg.url.render_with(ctx, &escape).map_err(|e| {
             DeliveryError::permanent(format!("cannot render URL template '{source}': {e}"))
         })?;
@@ -179,6 +216,9 @@ impl WebhookDestination {
 
     /// The request body for one delivery.
     fn body(&self, ctx: &RenderContext<'_>) -> Result<Vec<u8>, DeliveryError> {
+        if let Some(preset) = &self.preset {
+            return preset.body.render(ctx);
+        }
         match &self.cfg.format {
             Some(format) => format.render(ctx).map_err(|e| DeliveryError::permanent(e.to_string())),
             None => Ok(serde_json::to_vec(&envelope(ctx)).expect("JSON values always serialize")),
@@ -334,11 +374,11 @@ fn has_body(method: &Method) -> bool {
 #[async_trait]
 impl Destination for WebhookDestination {
     fn kind(&self) -> &'static str {
-        "webhook"
+        self.preset.as_ref().map_or("webhook", |p| p.kind)
     }
 
     fn describe(&self) -> String {
-        mask_url_secrets(self.cfg.url.source())
+        self.mask(self.cfg.url.source())
     }
 
     fn isolation_key(&self) -> String {
@@ -352,7 +392,7 @@ impl Destination for WebhookDestination {
     async fn deliver(&self, attempt: Attempt<'_>) -> Result<DeliveryReceipt, DeliveryError> {
         let ctx = attempt.render;
         let url = self.render_url(&ctx)?;
-        let target = mask_url_secrets(url.as_str());
+        let target = self.mask(url.as_str());
         if let Some(host) = url.host() {
             check_literal(&self.cfg.network, &host).map_err(|msg| blocked(&target, &msg))?;
         }
@@ -483,6 +523,14 @@ fn human_duration(d: Duration) -> String {
     }
 }
 
+/// `scheme://host:port/********`: the origin only, for URLs whose path is a credential.
+fn mask_path(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..].find(['/', '?', '#']).map_or(url.len(), |i| start + i);
+    let origin = mask_url_secrets(&url[..end]);
+    if end == url.len() { origin } else { format!("{origin}/********") }
+}
+
 /// Percent-encodes everything but RFC 3986 unreserved characters.
 fn percent_encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
@@ -513,6 +561,16 @@ mod tests {
             "https://h/in?token=********&x=1"
         );
         assert_eq!(mask_url_secrets("no url"), "no url");
+    }
+
+    #[test]
+    fn secret_paths_are_masked_after_the_origin() {
+        assert_eq!(
+            mask_path("https://hooks.slack.com/services/T0/B0/XYZ?x=1"),
+            "https://hooks.slack.com/********"
+        );
+        assert_eq!(mask_path("http://127.0.0.1:9/"), "http://127.0.0.1:9/********");
+        assert_eq!(mask_path("https://h.example"), "https://h.example");
     }
 
     #[test]
