@@ -297,7 +297,9 @@ impl WebhookDestination {
                 .then(|| response_headers.get(RETRY_AFTER))
                 .flatten()
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                .and_then(|v| {
+                    parse_retry_after(v, SystemTime::now()).or_else(|| fractional_secs(v))
+                });
             DeliveryError::retryable(label).with_retry_after(retry_after)
         } else if status.is_redirection() {
             let location = response_headers
@@ -523,6 +525,12 @@ fn human_duration(d: Duration) -> String {
     }
 }
 
+/// `Retry-After: 1.5`: Discord sends fractional seconds, which HTTP's own grammar lacks.
+fn fractional_secs(value: &str) -> Option<Duration> {
+    let secs = value.trim().parse::<f64>().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)))
+}
+
 /// `scheme://host:port/********`: the origin only, for URLs whose path is a credential.
 fn mask_path(url: &str) -> String {
     let start = url.find("://").map_or(0, |i| i + 3);
@@ -561,6 +569,13 @@ mod tests {
             "https://h/in?token=********&x=1"
         );
         assert_eq!(mask_url_secrets("no url"), "no url");
+    }
+
+    #[test]
+    fn fractional_retry_after_is_understood() {
+        assert_eq!(fractional_secs("1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(fractional_secs("-1"), None);
+        assert_eq!(fractional_secs("soon"), None);
     }
 
     #[test]
