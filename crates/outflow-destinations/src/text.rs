@@ -15,6 +15,7 @@ pub(crate) fn human_ms(ms: u64) -> String {
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+#[cfg(feature = "smtp")]
 pub(crate) fn truncate_bytes(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
@@ -146,9 +147,12 @@ mod tests {
 
     #[test]
     fn truncation_never_cuts_a_character() {
-        assert_eq!(truncate_bytes("héllo", 2), "h");
-        assert_eq!(truncate_bytes("héllo", 3), "hé");
-        assert_eq!(truncate_bytes("abc", 10), "abc");
+        #[cfg(feature = "smtp")]
+        {
+            assert_eq!(truncate_bytes("héllo", 2), "h");
+            assert_eq!(truncate_bytes("héllo", 3), "hé");
+            assert_eq!(truncate_bytes("abc", 10), "abc");
+        }
         #[cfg(any(feature = "slack", feature = "discord"))]
         {
             assert_eq!(truncate_chars("日本語テキスト", 3), "日本語");

@@ -78,6 +78,10 @@ async fn the_default_message_has_slacks_payload_shape() {
     assert_eq!(dest.kind(), "slack");
     assert_eq!(dest.describe(), format!("http://{}/********", rx.addr));
     assert!(!format!("{dest:?}").contains("SECRETTOKEN"));
+    let key = dest.isolation_key();
+    assert!(key.starts_with(&format!("slack:http://{}/********#", rx.addr)), "{key}");
+    let other = build(json!({"webhook_url": rx.url("/services/T000/B000/OTHER")}));
+    assert_ne!(other.isolation_key(), key, "each webhook is isolated from the others");
 
     let req = &rx.requests()[0];
     assert_eq!(req.method, "POST");

@@ -384,7 +384,23 @@ impl Destination for WebhookDestination {
     }
 
     fn isolation_key(&self) -> String {
-        origin_key(self.cfg.url.source())
+        match &self.preset {
+            // Every Slack (or Discord) webhook shares one origin, but each is its own
+            // endpoint with its own rate limit: one revoked webhook must not open the
+            // breaker of the others. The URL is a secret, so it is keyed by a hash of it.
+            Some(preset) => {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                self.cfg.url.source().hash(&mut hasher);
+                format!(
+                    "{}:{}#{:016x}",
+                    preset.kind,
+                    self.mask(self.cfg.url.source()),
+                    hasher.finish()
+                )
+            }
+            None => origin_key(self.cfg.url.source()),
+        }
     }
 
     fn retry_policy(&self) -> &RetryPolicy {
