@@ -24,6 +24,8 @@ use serde_json::{Value, json};
 /// One received message, parsed.
 struct Mail {
     raw: Vec<u8>,
+    /// The sink's `<stem>.envelope.json` sidecar: `mail_from`, `rcpt_tos`, `auth_user`.
+    envelope: Option<Value>,
 }
 
 impl Mail {
@@ -80,7 +82,11 @@ impl SmtpPeer {
                 seen.insert(name.clone(), headers);
             }
             if seen[&name].contains(needle) {
-                out.push(Mail { raw: std::fs::read(&path).expect("stored message") });
+                let sidecar = path.with_file_name(name.replace(".eml", ".envelope.json"));
+                let envelope = std::fs::read(sidecar)
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+                out.push(Mail { raw: std::fs::read(&path).expect("stored message"), envelope });
             }
         }
         out
@@ -294,6 +300,17 @@ async fn templated_subject_and_recipients_render_from_the_job() {
         (Some("Ops"), Some(format!("{name}-cc@example.test").as_str()))
     );
     assert!(message.bcc().is_none(), "Bcc recipients are not in the headers");
+    let envelope = mails[0].envelope.as_ref().expect("the sink's envelope sidecar");
+    assert_eq!(envelope["mail_from"], "outflow@example.test");
+    assert_eq!(
+        envelope["rcpt_tos"],
+        json!([
+            format!("{name}@example.test"),
+            format!("{name}-cc@example.test"),
+            format!("{name}-bcc@example.test")
+        ]),
+        "Bcc recipients are in the envelope"
+    );
 }
 
 #[tokio::test]
@@ -337,7 +354,10 @@ async fn authentication_succeeds_for_a_known_user_and_fails_permanently_otherwis
     )
     .await
     .expect("an authenticated delivery");
-    assert_eq!(peer.wait_for(&SmtpPeer::address(&name), 1, Duration::from_secs(5)).await.len(), 1);
+    let mails = peer.wait_for(&SmtpPeer::address(&name), 1, Duration::from_secs(5)).await;
+    assert_eq!(mails.len(), 1);
+    let envelope = mails[0].envelope.as_ref().expect("the sink's envelope sidecar");
+    assert_eq!(envelope["auth_user"], "outflow", "the message was sent after AUTH");
 
     spec["username"] = json!("bad");
     let bad = conformance::build(&spec);
@@ -373,4 +393,95 @@ async fn a_closed_port_is_retryable() {
         err.message
     );
     assert_eq!(dest.check().await.expect_err("check fails").class, FailureClass::Retryable);
+}
+
+/// A scripted SMTP server on 127.0.0.1 for replies the sink never gives (4xx, 550): it
+/// speaks just enough SMTP for lettre and answers `MAIL FROM` and `RCPT TO` as told.
+async fn scripted_smtp(mail_reply: &'static str, rcpt_reply: &'static str) -> SocketAddr {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut lines = BufReader::new(read).lines();
+                let _ = write.write_all(b"220 scripted ESMTP\r\n").await;
+                let mut in_data = false;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let reply: &str = if in_data {
+                        if line != "." {
+                            continue;
+                        }
+                        in_data = false;
+                        "250 queued"
+                    } else {
+                        match line.get(..4).unwrap_or("").to_ascii_uppercase().as_str() {
+                            "EHLO" | "HELO" => "250 scripted",
+                            "MAIL" => mail_reply,
+                            "RCPT" => rcpt_reply,
+                            "DATA" => {
+                                in_data = true;
+                                "354 go ahead"
+                            }
+                            "QUIT" => {
+                                let _ = write.write_all(b"221 bye\r\n").await;
+                                return;
+                            }
+                            _ => "250 ok",
+                        }
+                    };
+                    if write.write_all(format!("{reply}\r\n").as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn smtp_4xx_replies_are_retryable_and_5xx_permanent() {
+    for (mail, rcpt, class, code) in [
+        ("451 4.3.0 try again later", "250 ok", FailureClass::Retryable, 451),
+        ("250 ok", "452 4.2.2 mailbox full", FailureClass::Retryable, 452),
+        ("250 ok", "550 5.1.1 no such user", FailureClass::Permanent, 550),
+        ("552 5.3.4 message too big", "250 ok", FailureClass::Permanent, 552),
+    ] {
+        let addr = scripted_smtp(mail, rcpt).await;
+        let spec = json!({"type": "smtp", "host": "127.0.0.1", "port": addr.port(),
+            "security": "none", "from": "a@example.test", "to": ["b@example.test"]});
+        let dest = conformance::build(&spec);
+        let err = conformance::deliver(
+            dest.as_ref(),
+            &job_with(json!({})),
+            &Output::Text("x".into()),
+            &new_delivery_id(),
+        )
+        .await
+        .expect_err("the scripted server refuses");
+        assert_eq!(err.class, class, "{code}: {err:?}");
+        assert_eq!(err.status_code, Some(code), "{err:?}");
+        assert!(
+            err.message.starts_with(&format!("smtp://{addr} to b@example.test: ")),
+            "{}",
+            err.message
+        );
+        assert!(err.message.contains(&code.to_string()), "{}", err.message);
+    }
+    // And the scripted server does take a message when it says 250 throughout.
+    let addr = scripted_smtp("250 ok", "250 ok").await;
+    let spec = json!({"type": "smtp", "host": "127.0.0.1", "port": addr.port(),
+        "security": "none", "from": "a@example.test", "to": ["b@example.test"]});
+    let dest = conformance::build(&spec);
+    let receipt = conformance::deliver(
+        dest.as_ref(),
+        &job_with(json!({})),
+        &Output::Text("x".into()),
+        &new_delivery_id(),
+    )
+    .await
+    .expect("accepted");
+    assert_eq!(receipt.response_excerpt.as_deref(), Some("queued"));
 }
