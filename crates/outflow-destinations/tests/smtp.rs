@@ -485,3 +485,24 @@ async fn smtp_4xx_replies_are_retryable_and_5xx_permanent() {
     .expect("accepted");
     assert_eq!(receipt.response_excerpt.as_deref(), Some("queued"));
 }
+
+#[tokio::test]
+async fn required_starttls_on_a_server_without_it_is_permanent() {
+    let Some(peer) = SmtpPeer::connect() else { return };
+    let name = conformance::unique_name("smtp");
+    let mut spec = peer.spec(peer.addr, &name);
+    spec["security"] = json!("starttls");
+    let dest = conformance::build(&spec);
+    let err = conformance::deliver(
+        dest.as_ref(),
+        &job_with(json!({})),
+        &Output::Text("x".into()),
+        &new_delivery_id(),
+    )
+    .await
+    .expect_err("the sink offers no STARTTLS and plain text was not allowed");
+    assert_eq!(err.class, FailureClass::Permanent, "{err:?}");
+    assert!(err.message.contains("STARTTLS is not supported"), "{}", err.message);
+    let mails = peer.wait_for(&SmtpPeer::address(&name), 1, Duration::from_millis(300)).await;
+    assert!(mails.is_empty(), "nothing travels in plain text");
+}
