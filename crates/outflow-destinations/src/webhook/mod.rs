@@ -47,6 +47,11 @@
 //! Timeouts and connection errors are retryable; template, format and policy failures are
 //! permanent. Responses are read up to [`MAX_RESPONSE_BYTES`] (the rest is dropped, the
 //! attempt is still judged by its status) and their first 4 KiB are kept.
+//!
+//! **Presets.** `slack` and `discord` are webhooks too: [`WebhookDestination::preset`] gives
+//! them their own `type` name and a [`BodyRenderer`] for the message, and
+//! [`WebhookConfig::secret_path`] masks their URL after the origin (the path is the
+//! credential). The `preset` module reads the keys they share.
 
 pub mod auth;
 pub mod config;
