@@ -12,6 +12,8 @@
 //! - [`s3`]: objects in AWS S3 or a compatible store (key templates, partitions, multipart,
 //!   SSE, storage classes, metadata, ACLs; NDJSON objects for batches).
 //! - [`kafka`]: records produced to Kafka with librdkafka (feature `kafka`).
+//! - [`smtp`]: email through an SMTP server (lettre, rustls), output attached or inlined.
+//! - [`slack`], [`discord`]: chat messages through incoming webhooks, built on [`webhook`].
 //!
 //! This crate does not store anything: durable queues and scheduled retries belong to the
 //! engine; the runner here retries in memory for the one-shot CLI.
@@ -19,6 +21,8 @@
 //! [`DestinationCatalog`]: outflow_core::config::DestinationCatalog
 
 pub mod check;
+#[cfg(feature = "discord")]
+pub mod discord;
 pub mod error;
 #[cfg(feature = "filesystem")]
 pub mod filesystem;
@@ -28,6 +32,12 @@ pub mod registry;
 pub mod runner;
 #[cfg(feature = "s3")]
 pub mod s3;
+#[cfg(feature = "slack")]
+pub mod slack;
+#[cfg(feature = "smtp")]
+pub mod smtp;
+#[cfg(any(feature = "smtp", feature = "slack", feature = "discord"))]
+mod text;
 #[cfg(feature = "webhook")]
 pub mod webhook;
 

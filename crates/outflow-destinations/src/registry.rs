@@ -64,6 +64,12 @@ const ENTRIES: &[Entry] = &[
     Entry { kind: "s3", build: crate::s3::build },
     #[cfg(feature = "kafka")]
     Entry { kind: "kafka", build: crate::kafka::build },
+    #[cfg(feature = "smtp")]
+    Entry { kind: "smtp", build: crate::smtp::build },
+    #[cfg(feature = "slack")]
+    Entry { kind: "slack", build: crate::slack::build },
+    #[cfg(feature = "discord")]
+    Entry { kind: "discord", build: crate::discord::build },
 ];
 
 /// Types on the roadmap (DESIGN.md §2) that this version does not build yet: naming one is a
@@ -79,9 +85,6 @@ const PLANNED: &[&str] = &[
     "redis",
     "elasticsearch",
     "opensearch",
-    "smtp",
-    "slack",
-    "discord",
     "mongodb",
     "dynamodb",
     "cassandra",

@@ -55,6 +55,9 @@ pub struct WebhookConfig {
     pub network: NetworkPolicy,
     /// Authentication.
     pub auth: Option<Auth>,
+    /// The URL's path and query are a credential (Slack and Discord webhook URLs): they are
+    /// shown as `********` in descriptions, receipts and errors.
+    pub secret_path: bool,
 }
 
 /// Stands in for variables when the URL is checked statically. Made of characters that are
@@ -218,6 +221,7 @@ impl WebhookConfig {
             retry_on_status,
             network,
             auth,
+            secret_path: false,
         })
     }
 
@@ -238,7 +242,9 @@ impl WebhookConfig {
         }
     }
 
-    fn parse_network(r: &mut FieldReader<'_>, global: &NetworkPolicy) -> NetworkPolicy {
+    /// `allow_private_networks` and `allowed_hosts` on top of the global policy (presets
+    /// read them too).
+    pub(crate) fn parse_network(r: &mut FieldReader<'_>, global: &NetworkPolicy) -> NetworkPolicy {
         let mut policy = global.clone();
         if r.bool("allow_private_networks") == Some(true) {
             policy.allow_private_networks = true;

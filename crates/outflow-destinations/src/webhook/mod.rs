@@ -47,9 +47,16 @@
 //! Timeouts and connection errors are retryable; template, format and policy failures are
 //! permanent. Responses are read up to [`MAX_RESPONSE_BYTES`] (the rest is dropped, the
 //! attempt is still judged by its status) and their first 4 KiB are kept.
+//!
+//! **Presets.** `slack` and `discord` are webhooks too: [`WebhookDestination::preset`] gives
+//! them their own `type` name and a [`BodyRenderer`] for the message, and
+//! [`WebhookConfig::secret_path`] masks their URL after the origin (the path is the
+//! credential). The `preset` module reads the keys they share.
 
 pub mod auth;
 pub mod config;
+#[cfg(any(feature = "slack", feature = "discord"))]
+pub mod preset;
 pub mod resolver;
 
 use std::cell::Cell;
@@ -100,6 +107,22 @@ pub struct WebhookDestination {
     cfg: WebhookConfig,
     client: std::sync::OnceLock<reqwest::Client>,
     resolver: PolicyResolver,
+    preset: Option<Preset>,
+}
+
+/// Builds a preset's request body (a Slack or Discord message) in place of the envelope or
+/// `format`.
+pub trait BodyRenderer: Send + Sync + fmt::Debug {
+    /// The body bytes for one delivery; a failure is permanent (a template, a payload that
+    /// cannot be built).
+    fn render(&self, ctx: &RenderContext<'_>) -> Result<Vec<u8>, DeliveryError>;
+}
+
+/// A destination type built on the webhook: its own `type` name and body.
+#[derive(Debug)]
+struct Preset {
+    kind: &'static str,
+    body: Arc<dyn BodyRenderer>,
 }
 
 impl fmt::Debug for WebhookDestination {
@@ -107,7 +130,8 @@ impl fmt::Debug for WebhookDestination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let header_names: Vec<&str> = self.cfg.headers.iter().map(|(n, _)| n.as_str()).collect();
         f.debug_struct("WebhookDestination")
-            .field("url", &mask_url_secrets(self.cfg.url.source()))
+            .field("kind", &self.kind())
+            .field("url", &self.mask(self.cfg.url.source()))
             .field("method", &self.cfg.method)
             .field("headers", &header_names)
             .field("timeout", &self.cfg.timeout)
@@ -125,7 +149,25 @@ impl WebhookDestination {
     /// Builds the destination; its HTTP client is created on first use.
     pub fn new(cfg: WebhookConfig) -> Result<Self, String> {
         let resolver = PolicyResolver::new(Arc::new(cfg.network.clone()));
-        Ok(WebhookDestination { cfg, client: std::sync::OnceLock::new(), resolver })
+        Ok(WebhookDestination { cfg, client: std::sync::OnceLock::new(), resolver, preset: None })
+    }
+
+    /// A preset (`slack`, `discord`): the webhook's transport, SSRF guard and outcome rules
+    /// with its own `type` name and body.
+    pub fn preset(
+        kind: &'static str,
+        cfg: WebhookConfig,
+        body: Arc<dyn BodyRenderer>,
+    ) -> Result<Self, String> {
+        let mut dest = WebhookDestination::new(cfg)?;
+        dest.preset = Some(Preset { kind, body });
+        Ok(dest)
+    }
+
+    /// A URL as it may be shown: secrets in userinfo and query masked, and with
+    /// [`WebhookConfig::secret_path`] everything after the origin.
+    fn mask(&self, url: &str) -> String {
+        if self.cfg.secret_path { mask_path(url) } else { mask_url_secrets(url) }
     }
 
     /// The pooled client, created on first use. Fails only if the TLS backend cannot start.
@@ -166,7 +208,7 @@ impl WebhookDestination {
             index.set(i + 1);
             if i < origin_vars { v.to_string() } else { percent_encode(v) }
         };
-        let source = mask_url_secrets(self.cfg.url.source());
+        let source = self.mask(self.cfg.url.source());
         let rendered = self.cfg.url.render_with(ctx, &escape).map_err(|e| {
             DeliveryError::permanent(format!("cannot render URL template '{source}': {e}"))
         })?;
@@ -179,6 +221,9 @@ impl WebhookDestination {
 
     /// The request body for one delivery.
     fn body(&self, ctx: &RenderContext<'_>) -> Result<Vec<u8>, DeliveryError> {
+        if let Some(preset) = &self.preset {
+            return preset.body.render(ctx);
+        }
         match &self.cfg.format {
             Some(format) => format.render(ctx).map_err(|e| DeliveryError::permanent(e.to_string())),
             None => Ok(serde_json::to_vec(&envelope(ctx)).expect("JSON values always serialize")),
@@ -257,7 +302,9 @@ impl WebhookDestination {
                 .then(|| response_headers.get(RETRY_AFTER))
                 .flatten()
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                .and_then(|v| {
+                    parse_retry_after(v, SystemTime::now()).or_else(|| fractional_secs(v))
+                });
             DeliveryError::retryable(label).with_retry_after(retry_after)
         } else if status.is_redirection() {
             let location = response_headers
@@ -334,15 +381,31 @@ fn has_body(method: &Method) -> bool {
 #[async_trait]
 impl Destination for WebhookDestination {
     fn kind(&self) -> &'static str {
-        "webhook"
+        self.preset.as_ref().map_or("webhook", |p| p.kind)
     }
 
     fn describe(&self) -> String {
-        mask_url_secrets(self.cfg.url.source())
+        self.mask(self.cfg.url.source())
     }
 
     fn isolation_key(&self) -> String {
-        origin_key(self.cfg.url.source())
+        match &self.preset {
+            // Every Slack (or Discord) webhook shares one origin, but each is its own
+            // endpoint with its own rate limit: one revoked webhook must not open the
+            // breaker of the others. The URL is a secret, so it is keyed by a hash of it.
+            Some(preset) => {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                self.cfg.url.source().hash(&mut hasher);
+                format!(
+                    "{}:{}#{:016x}",
+                    preset.kind,
+                    self.mask(self.cfg.url.source()),
+                    hasher.finish()
+                )
+            }
+            None => origin_key(self.cfg.url.source()),
+        }
     }
 
     fn retry_policy(&self) -> &RetryPolicy {
@@ -352,7 +415,7 @@ impl Destination for WebhookDestination {
     async fn deliver(&self, attempt: Attempt<'_>) -> Result<DeliveryReceipt, DeliveryError> {
         let ctx = attempt.render;
         let url = self.render_url(&ctx)?;
-        let target = mask_url_secrets(url.as_str());
+        let target = self.mask(url.as_str());
         if let Some(host) = url.host() {
             check_literal(&self.cfg.network, &host).map_err(|msg| blocked(&target, &msg))?;
         }
@@ -483,6 +546,20 @@ fn human_duration(d: Duration) -> String {
     }
 }
 
+/// `Retry-After: 1.5`: Discord sends fractional seconds, which HTTP's own grammar lacks.
+fn fractional_secs(value: &str) -> Option<Duration> {
+    let secs = value.trim().parse::<f64>().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)))
+}
+
+/// `scheme://host:port/********`: the origin only, for URLs whose path is a credential.
+fn mask_path(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..].find(['/', '?', '#']).map_or(url.len(), |i| start + i);
+    let origin = mask_url_secrets(&url[..end]);
+    if end == url.len() { origin } else { format!("{origin}/********") }
+}
+
 /// Percent-encodes everything but RFC 3986 unreserved characters.
 fn percent_encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
@@ -513,6 +590,23 @@ mod tests {
             "https://h/in?token=********&x=1"
         );
         assert_eq!(mask_url_secrets("no url"), "no url");
+    }
+
+    #[test]
+    fn fractional_retry_after_is_understood() {
+        assert_eq!(fractional_secs("1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(fractional_secs("-1"), None);
+        assert_eq!(fractional_secs("soon"), None);
+    }
+
+    #[test]
+    fn secret_paths_are_masked_after_the_origin() {
+        assert_eq!(
+            mask_path("https://hooks.slack.com/services/T0/B0/XYZ?x=1"),
+            "https://hooks.slack.com/********"
+        );
+        assert_eq!(mask_path("http://127.0.0.1:9/"), "http://127.0.0.1:9/********");
+        assert_eq!(mask_path("https://h.example"), "https://h.example");
     }
 
     #[test]
