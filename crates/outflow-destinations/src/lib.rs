@@ -9,6 +9,8 @@
 //! - [`runner`]: one delivery with retries ([`runner::deliver_with_retries`]) and fan-out to
 //!   many destinations ([`runner::deliver_all`]).
 //! - [`filesystem`], [`webhook`]: the destinations.
+//! - [`rabbitmq`], [`nats`], [`mqtt`]: message brokers (publisher confirms, JetStream acks,
+//!   QoS acks), sharing the `messaging` helpers.
 //!
 //! This crate does not store anything: durable queues and scheduled retries belong to the
 //! engine; the runner here retries in memory for the one-shot CLI.
@@ -19,6 +21,14 @@ pub mod check;
 pub mod error;
 #[cfg(feature = "filesystem")]
 pub mod filesystem;
+#[cfg(any(feature = "rabbitmq", feature = "nats", feature = "mqtt"))]
+mod messaging;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
+#[cfg(feature = "nats")]
+pub mod nats;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;
 pub mod registry;
 pub mod runner;
 #[cfg(feature = "webhook")]

@@ -60,6 +60,12 @@ const ENTRIES: &[Entry] = &[
     Entry { kind: "filesystem", build: crate::filesystem::build },
     #[cfg(feature = "webhook")]
     Entry { kind: "webhook", build: crate::webhook::build },
+    #[cfg(feature = "rabbitmq")]
+    Entry { kind: "rabbitmq", build: crate::rabbitmq::build },
+    #[cfg(feature = "nats")]
+    Entry { kind: "nats", build: crate::nats::build },
+    #[cfg(feature = "mqtt")]
+    Entry { kind: "mqtt", build: crate::mqtt::build },
 ];
 
 /// Types on the roadmap (DESIGN.md §2) that this version does not build yet: naming one is a
@@ -71,9 +77,6 @@ const PLANNED: &[&str] = &[
     "database",
     "s3",
     "kafka",
-    "rabbitmq",
-    "nats",
-    "mqtt",
     "redis",
     "elasticsearch",
     "opensearch",
