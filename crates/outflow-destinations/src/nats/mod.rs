@@ -22,9 +22,10 @@
 //! and `Content-Type`, plus the templated ones.
 //!
 //! - **Core NATS**: the message is published and the connection flushed: success means it
-//!   left this process for the server. NATS core has no acknowledgement, so this is
-//!   at-least-once toward the server only while a subscriber is listening; consumers dedupe
-//!   by `Nats-Msg-Id`.
+//!   was written to the server's socket. Core NATS has no acknowledgement and no storage:
+//!   failures outflow sees are retried (at-least-once, consumers dedupe by `Nats-Msg-Id`),
+//!   but a subscriber that is not connected at that moment never gets the message. Use
+//!   JetStream when delivery must be confirmed.
 //! - **JetStream**: success means the stream's PubAck. The stream drops a second message
 //!   with the same `Nats-Msg-Id` inside its duplicate window (default two minutes), so a
 //!   retry does not duplicate: effectively-once within that window, at-least-once beyond.
