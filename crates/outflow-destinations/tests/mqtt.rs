@@ -246,3 +246,23 @@ async fn an_unreachable_broker_is_retryable_and_bounded() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(dest.check().await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_client_id_survives_health_checks() {
+    let Some(peer) = MqttPeer::connect().await else { return };
+    let topic = format!("{}/fixed", unique_name("mqtt"));
+    peer.reader.subscribe(&topic).await;
+    let dest = build(&json!({
+        "type": "mqtt", "url": format!("mqtt://{}", peer.addr), "topic": topic,
+        "client_id": unique_name("outflow"), "qos": 1,
+    }));
+    for i in 0..3 {
+        deliver(dest.as_ref(), &job(TASK), &Output::Text(format!("m{i}")), &new_delivery_id())
+            .await
+            .unwrap_or_else(|e| panic!("delivery {i}: {e:?}"));
+        // The check connects with its own id, so the broker does not take the delivery
+        // session over.
+        dest.check().await.expect("check");
+    }
+    assert_eq!(peer.reader.wait_for(&topic, 3).await.len(), 3);
+}

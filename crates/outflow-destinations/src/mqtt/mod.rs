@@ -173,16 +173,20 @@ impl MqttDestination {
             return Ok(Arc::clone(s));
         }
         *guard = None;
-        let session = Arc::new(self.connect().await?);
+        let session = Arc::new(self.connect("").await?);
         *guard = Some(Arc::clone(&session));
         Ok(session)
     }
 
-    async fn connect(&self) -> Result<Session, DeliveryError> {
+    /// Connects a session; `purpose` suffixes a configured client id (the health check's
+    /// own connection must not take over the delivery session, which a broker does to an
+    /// older connection with the same client id).
+    async fn connect(&self, purpose: &str) -> Result<Session, DeliveryError> {
         let cfg = &self.config;
-        let client_id = cfg.client_id.clone().unwrap_or_else(|| {
-            format!("outflow-{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
-        });
+        let client_id = match &cfg.client_id {
+            Some(id) => format!("{id}{purpose}"),
+            None => format!("outflow-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]),
+        };
         let mut opts = MqttOptions::new(client_id, cfg.host.clone(), cfg.port);
         opts.set_clean_start(true);
         opts.set_connection_timeout(cfg.timeout.as_secs().max(1));
@@ -523,7 +527,8 @@ impl Destination for MqttDestination {
         let target = self.describe();
         // A fresh connection proves the broker answers and accepts the credentials now; the
         // delivery session (if any) is left alone.
-        let session = within(self.config.timeout, &target, "health check", self.connect()).await?;
+        let session =
+            within(self.config.timeout, &target, "health check", self.connect("-check")).await?;
         let _ = session.client.disconnect().await;
         Ok(CheckReport { target, elapsed: started.elapsed() })
     }

@@ -21,11 +21,12 @@
 //! Every message carries the headers `Nats-Msg-Id` (the delivery id), `outflow-job-uuid`
 //! and `Content-Type`, plus the templated ones.
 //!
-//! - **Core NATS**: the message is published and the connection flushed: success means it
-//!   was written to the server's socket. Core NATS has no acknowledgement and no storage:
-//!   failures outflow sees are retried (at-least-once, consumers dedupe by `Nats-Msg-Id`),
-//!   but a subscriber that is not connected at that moment never gets the message. Use
-//!   JetStream when delivery must be confirmed.
+//! - **Core NATS**: the message is published, then a request nobody serves makes the server
+//!   answer "no responders": success means the server has processed the message (it has
+//!   passed it to the subscribers connected then). Core NATS stores nothing: failures
+//!   outflow sees are retried (at-least-once, consumers dedupe by `Nats-Msg-Id`), but a
+//!   subscriber that is not connected at that moment never gets the message. Use JetStream
+//!   when the message must be kept.
 //! - **JetStream**: success means the stream's PubAck. The stream drops a second message
 //!   with the same `Nats-Msg-Id` inside its duplicate window (default two minutes), so a
 //!   retry does not duplicate: effectively-once within that window, at-least-once beyond.
@@ -250,10 +251,16 @@ impl NatsDestination {
         })
         .await
         .map_err(|e| {
-            DeliveryError::retryable(format!(
-                "{}: creating stream '{stream}' failed: {e}",
-                msg.target
-            ))
+            use jetstream::context::CreateStreamErrorKind as K;
+            let text = format!("{}: creating stream '{stream}' failed: {e}", msg.target);
+            match e.kind() {
+                // The server refused the stream (its subjects overlap another stream's, limits):
+                // it will refuse it again.
+                K::JetStream(_) | K::InvalidStreamName | K::EmptyStreamName => {
+                    DeliveryError::permanent(text)
+                }
+                _ => DeliveryError::retryable(text),
+            }
         })?;
         known.insert(stream.to_string());
         Ok(())
@@ -335,15 +342,29 @@ impl NatsDestination {
             results.push(sent);
         }
         if results.iter().any(Result::is_ok)
-            && let Err(e) = client.flush().await
+            && let Err(err) = round_trip(&client, &format!("nats {}", self.masked)).await
         {
-            let err =
-                DeliveryError::retryable(format!("nats {}: flushing failed: {e}", self.masked));
             for r in results.iter_mut().filter(|r| r.is_ok()) {
                 *r = Err(err.clone());
             }
         }
         results
+    }
+}
+
+/// A round trip to the server after core publishes: a request to a subject nobody
+/// serves, answered by the server itself with "no responders". The server handles a
+/// connection's messages in order, so the answer proves every earlier publish reached it;
+/// a flush alone only proves the bytes reached the socket, which a cut connection can
+/// swallow.
+async fn round_trip(client: &Client, target: &str) -> Result<(), DeliveryError> {
+    use async_nats::client::RequestErrorKind;
+    match client.request(client.new_inbox(), Bytes::new()).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == RequestErrorKind::NoResponders => Ok(()),
+        Err(e) => Err(DeliveryError::retryable(format!(
+            "{target}: no answer from the server after publishing: {e}"
+        ))),
     }
 }
 
@@ -454,11 +475,8 @@ impl Destination for NatsDestination {
         let target = self.describe();
         within(self.config.timeout, &target, "health check", async {
             let client = self.client().await?;
-            // A PING/PONG round trip: proves the server answers, not just that a socket is open.
-            client
-                .flush()
-                .await
-                .map_err(|e| DeliveryError::retryable(format!("{target}: flushing failed: {e}")))?;
+            // A round trip proves the server answers, not just that a socket is open.
+            round_trip(&client, &target).await?;
             if self.config.jetstream {
                 let js = self.jetstream(&client);
                 if let Some(stream) = self.config.stream.as_ref().filter(|s| s.is_static()) {
