@@ -366,7 +366,15 @@ async fn drive(
             Ok(Event::Incoming(Packet::PubAck(puback))) => {
                 let result = match puback.reason {
                     PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Ok(()),
-                    reason => Err(refused(&origin, &format!("{reason:?}"))),
+                    reason => {
+                        let transient = matches!(
+                            reason,
+                            PubAckReason::QuotaExceeded
+                                | PubAckReason::UnspecifiedError
+                                | PubAckReason::ImplementationSpecificError
+                        );
+                        Err(refused(&origin, &format!("{reason:?}"), transient))
+                    }
                 };
                 acks.resolve(puback.pkid, result);
             }
@@ -375,10 +383,14 @@ async fn drive(
                     pubrec.reason,
                     PubRecReason::Success | PubRecReason::NoMatchingSubscribers
                 ) {
-                    acks.resolve(
-                        pubrec.pkid,
-                        Err(refused(&origin, &format!("{:?}", pubrec.reason))),
+                    let transient = matches!(
+                        pubrec.reason,
+                        PubRecReason::QuotaExceeded
+                            | PubRecReason::UnspecifiedError
+                            | PubRecReason::ImplementationSpecificError
                     );
+                    let err = refused(&origin, &format!("{:?}", pubrec.reason), transient);
+                    acks.resolve(pubrec.pkid, Err(err));
                 }
             }
             Ok(Event::Incoming(Packet::PubComp(pubcomp))) => {
@@ -419,15 +431,12 @@ fn fail(
     acks.fail_all(err);
 }
 
-/// A PUBACK/PUBREC failure reason: the broker refuses this publish, and would again.
-fn refused(origin: &str, reason: &str) -> DeliveryError {
+/// A PUBACK/PUBREC failure reason. Not authorized, an invalid topic or payload format are
+/// permanent (the broker would refuse again); a quota or an unspecified broker error
+/// (`transient`) may pass later.
+fn refused(origin: &str, reason: &str, transient: bool) -> DeliveryError {
     let msg = format!("{origin}: the broker refused the publish ({reason})");
-    match reason {
-        "QuotaExceeded" | "UnspecifiedError" | "ImplementationSpecificError" => {
-            DeliveryError::retryable(msg)
-        }
-        _ => DeliveryError::permanent(msg),
-    }
+    if transient { DeliveryError::retryable(msg) } else { DeliveryError::permanent(msg) }
 }
 
 fn connection_error(origin: &str, e: &ConnectionError) -> DeliveryError {
@@ -531,5 +540,56 @@ impl Destination for MqttDestination {
             within(self.config.timeout, &target, "health check", self.connect("-check")).await?;
         let _ = session.client.disconnect().await;
         Ok(CheckReport { target, elapsed: started.elapsed() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_connections_are_classified() {
+        let origin = "mqtt://b:1883";
+        for code in [ConnectReturnCode::BadUserNamePassword, ConnectReturnCode::NotAuthorized] {
+            let err = connection_error(origin, &ConnectionError::ConnectionRefused(code));
+            assert!(!err.is_retryable(), "{err:?}");
+            assert!(err.message.contains("check the credentials"), "{}", err.message);
+        }
+        let busy = connection_error(
+            origin,
+            &ConnectionError::ConnectionRefused(ConnectReturnCode::ServerBusy),
+        );
+        assert!(busy.is_retryable());
+        let io = connection_error(
+            origin,
+            &ConnectionError::Io(std::io::ErrorKind::ConnectionRefused.into()),
+        );
+        assert!(io.is_retryable());
+        assert!(io.message.starts_with(origin), "{}", io.message);
+    }
+
+    #[test]
+    fn refused_publishes_name_the_reason() {
+        let err = refused("mqtt://b:1883", "NotAuthorized", false);
+        assert!(!err.is_retryable());
+        assert!(err.message.contains("NotAuthorized"));
+        assert!(refused("mqtt://b:1883", "QuotaExceeded", true).is_retryable());
+    }
+
+    #[test]
+    fn a_failed_session_fails_every_waiting_delivery() {
+        let mut acks = Acks::default();
+        let (tx1, mut rx1) = oneshot::channel();
+        let (tx2, mut rx2) = oneshot::channel();
+        acks.queued.push_back(tx1);
+        acks.in_flight.insert(7, tx2);
+        acks.fail_all(DeliveryError::retryable("cut"));
+        assert!(rx1.try_recv().unwrap().unwrap_err().is_retryable());
+        assert!(rx2.try_recv().unwrap().unwrap_err().is_retryable());
+        assert!(acks.failed.is_some());
+        let (tx3, mut rx3) = oneshot::channel();
+        acks.in_flight.insert(8, tx3);
+        acks.resolve(8, Ok(()));
+        assert!(rx3.try_recv().unwrap().is_ok());
     }
 }

@@ -431,9 +431,8 @@ fn classify(e: &lapin::Error, context: &str, exchange: &str) -> DeliveryError {
         ErrorKind::InvalidProtocolVersion(_) => {
             DeliveryError::permanent(format!("{context} failed: {e}"))
         }
-        // RabbitMQ reports a failed login by closing the socket during the handshake when
-        // the client does not advertise authentication_failure_close; lapin surfaces that as
-        // an I/O error mentioning the handshake.
+        // I/O errors, closed connections or channels, missed heartbeats: the broker may be
+        // back on a later attempt.
         _ => DeliveryError::retryable(format!("{context} failed: {e}")),
     }
 }
