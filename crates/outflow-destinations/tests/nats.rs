@@ -342,3 +342,23 @@ async fn a_stream_that_does_not_capture_the_subject_is_refused() {
     let _ = peer.js.delete_stream(&a).await;
     let _ = peer.js.delete_stream(&b).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_stream_captures_every_rendered_subject() {
+    let Some(peer) = JetStreamPeer::connect().await else { return };
+    let base = unique_name("nats");
+    let stream = format!("{base}_S");
+    let dest = build(&json!({
+        "type": "nats", "url": format!("nats://{}", peer.addr), "subject": format!("{base}.{{{{task_name}}}}"),
+        "jetstream": true, "stream": stream, "create_stream": true,
+    }));
+    for task in ["alpha", "beta", "alpha"] {
+        deliver(dest.as_ref(), &job(task), &Output::Text(task.into()), &new_delivery_id())
+            .await
+            .unwrap_or_else(|e| panic!("{task}: {e:?}"));
+    }
+    let got = peer.stored(&stream, 3).await;
+    let bodies: Vec<&[u8]> = got.iter().map(|s| s.payload.as_slice()).collect();
+    assert_eq!(bodies, [b"alpha".as_slice(), b"beta", b"alpha"]);
+    let _ = peer.js.delete_stream(&stream).await;
+}

@@ -11,7 +11,7 @@
 //!   subject: "outputs.{{task_name}}"
 //!   jetstream: true                  # default false: core NATS
 //!   stream: OUTPUTS                  # JetStream: the stream that must store it
-//!   create_stream: false             # create `stream` capturing the subject if missing
+//!   create_stream: false             # create `stream` if missing, add rendered subjects to it
 //!   format: raw                      # default raw; json, yaml, csv, xml, ndjson, template
 //!   headers:
 //!     x-tenant: "{{meta.tenant}}"
@@ -84,7 +84,7 @@ pub struct NatsDestination {
     masked: String,
     /// The connection, made on first use; the client reconnects by itself afterwards.
     client: Mutex<Option<Client>>,
-    /// Streams already created or found (with `create_stream`), by rendered name.
+    /// `stream\nsubject` pairs known to be captured (with `create_stream`), rendered.
     streams: Mutex<HashSet<String>>,
 }
 
@@ -234,35 +234,50 @@ impl NatsDestination {
         Ok(())
     }
 
-    /// Makes sure the message's stream exists, when `create_stream` asks for it.
+    /// With `create_stream`: makes sure the message's stream exists and captures its
+    /// subject, creating the stream or adding the rendered subject to it (a templated
+    /// subject renders to subjects the stream was not created with).
     async fn ensure_stream(&self, client: &Client, msg: &Message) -> Result<(), DeliveryError> {
         let Some(stream) = msg.stream.as_deref().filter(|_| self.config.create_stream) else {
             return Ok(());
         };
+        let key = format!("{stream}\n{}", msg.subject);
         let mut known = self.streams.lock().await;
-        if known.contains(stream) {
+        if known.contains(&key) {
             return Ok(());
         }
         let js = self.jetstream(client);
-        js.get_or_create_stream(jetstream::stream::Config {
-            name: stream.to_string(),
-            subjects: vec![msg.subject.clone()],
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| {
-            use jetstream::context::CreateStreamErrorKind as K;
-            let text = format!("{}: creating stream '{stream}' failed: {e}", msg.target);
-            match e.kind() {
-                // The server refused the stream (its subjects overlap another stream's, limits):
-                // it will refuse it again.
-                K::JetStream(_) | K::InvalidStreamName | K::EmptyStreamName => {
-                    DeliveryError::permanent(text)
+        let existing = js
+            .get_or_create_stream(jetstream::stream::Config {
+                name: stream.to_string(),
+                subjects: vec![msg.subject.clone()],
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| {
+                use jetstream::context::CreateStreamErrorKind as K;
+                let text = format!("{}: creating stream '{stream}' failed: {e}", msg.target);
+                match e.kind() {
+                    // The server refused the stream (its subjects overlap another stream's,
+                    // limits): it will refuse it again.
+                    K::JetStream(_) | K::InvalidStreamName | K::EmptyStreamName => {
+                        DeliveryError::permanent(text)
+                    }
+                    _ => DeliveryError::retryable(text),
                 }
-                _ => DeliveryError::retryable(text),
-            }
-        })?;
-        known.insert(stream.to_string());
+            })?;
+        let config = &existing.cached_info().config;
+        if !config.subjects.iter().any(|pattern| subject_matches(pattern, &msg.subject)) {
+            let mut wider = config.clone();
+            wider.subjects.push(msg.subject.clone());
+            js.update_stream(&wider).await.map_err(|e| {
+                DeliveryError::permanent(format!(
+                    "{}: adding the subject to stream '{stream}' failed: {e}",
+                    msg.target
+                ))
+            })?;
+        }
+        known.insert(key);
         Ok(())
     }
 
@@ -350,6 +365,21 @@ impl NatsDestination {
         }
         results
     }
+}
+
+/// Whether a stream subject `pattern` (with `*` for one token, `>` for the rest) captures
+/// `subject`.
+fn subject_matches(pattern: &str, subject: &str) -> bool {
+    let mut subject_tokens = subject.split('.');
+    for p in pattern.split('.') {
+        match (p, subject_tokens.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (p, Some(t)) if p == t => {}
+            _ => return false,
+        }
+    }
+    subject_tokens.next().is_none()
 }
 
 /// A round trip to the server after core publishes: a request to a subject nobody
@@ -496,5 +526,21 @@ impl Destination for NatsDestination {
         })
         .await?;
         Ok(CheckReport { target, elapsed: started.elapsed() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subject_matches;
+
+    #[test]
+    fn stream_subject_patterns() {
+        assert!(subject_matches("a.b", "a.b"));
+        assert!(!subject_matches("a.b", "a.c"));
+        assert!(subject_matches("a.*", "a.c"));
+        assert!(!subject_matches("a.*", "a.c.d"));
+        assert!(subject_matches("a.>", "a.c.d"));
+        assert!(!subject_matches("a.>", "a"));
+        assert!(!subject_matches("a.b.c", "a.b"));
     }
 }
