@@ -14,6 +14,8 @@
 //! - [`kafka`]: records produced to Kafka with librdkafka (feature `kafka`).
 //! - [`smtp`]: email through an SMTP server (lettre, rustls), output attached or inlined.
 //! - [`slack`], [`discord`]: chat messages through incoming webhooks, built on [`webhook`].
+//! - [`rabbitmq`], [`nats`], [`mqtt`]: message brokers (publisher confirms, JetStream acks,
+//!   QoS acks), sharing the `messaging` helpers.
 //!
 //! This crate does not store anything: durable queues and scheduled retries belong to the
 //! engine; the runner here retries in memory for the one-shot CLI.
@@ -28,6 +30,14 @@ pub mod error;
 pub mod filesystem;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(any(feature = "rabbitmq", feature = "nats", feature = "mqtt"))]
+mod messaging;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
+#[cfg(feature = "nats")]
+pub mod nats;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;
 pub mod registry;
 pub mod runner;
 #[cfg(feature = "s3")]

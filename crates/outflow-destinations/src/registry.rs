@@ -70,6 +70,12 @@ const ENTRIES: &[Entry] = &[
     Entry { kind: "slack", build: crate::slack::build },
     #[cfg(feature = "discord")]
     Entry { kind: "discord", build: crate::discord::build },
+    #[cfg(feature = "rabbitmq")]
+    Entry { kind: "rabbitmq", build: crate::rabbitmq::build },
+    #[cfg(feature = "nats")]
+    Entry { kind: "nats", build: crate::nats::build },
+    #[cfg(feature = "mqtt")]
+    Entry { kind: "mqtt", build: crate::mqtt::build },
 ];
 
 /// Types on the roadmap (DESIGN.md §2) that this version does not build yet: naming one is a
@@ -79,9 +85,6 @@ const PLANNED: &[&str] = &[
     "mysql",
     "sqlite",
     "database",
-    "rabbitmq",
-    "nats",
-    "mqtt",
     "redis",
     "elasticsearch",
     "opensearch",
