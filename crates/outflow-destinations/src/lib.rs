@@ -9,16 +9,24 @@
 //! - [`runner`]: one delivery with retries ([`runner::deliver_with_retries`]) and fan-out to
 //!   many destinations ([`runner::deliver_all`]).
 //! - [`filesystem`], [`webhook`]: the destinations.
+//! - [`mongodb`], [`dynamodb`], [`cassandra`]: NoSQL databases (seed 002 §6), one record per
+//!   delivery keyed by the delivery id.
 //!
 //! This crate does not store anything: durable queues and scheduled retries belong to the
 //! engine; the runner here retries in memory for the one-shot CLI.
 //!
 //! [`DestinationCatalog`]: outflow_core::config::DestinationCatalog
 
+#[cfg(feature = "cassandra")]
+pub mod cassandra;
 pub mod check;
+#[cfg(feature = "dynamodb")]
+pub mod dynamodb;
 pub mod error;
 #[cfg(feature = "filesystem")]
 pub mod filesystem;
+#[cfg(feature = "mongodb")]
+pub mod mongodb;
 pub mod registry;
 pub mod runner;
 #[cfg(feature = "webhook")]

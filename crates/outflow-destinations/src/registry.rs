@@ -60,6 +60,12 @@ const ENTRIES: &[Entry] = &[
     Entry { kind: "filesystem", build: crate::filesystem::build },
     #[cfg(feature = "webhook")]
     Entry { kind: "webhook", build: crate::webhook::build },
+    #[cfg(feature = "mongodb")]
+    Entry { kind: "mongodb", build: crate::mongodb::build },
+    #[cfg(feature = "dynamodb")]
+    Entry { kind: "dynamodb", build: crate::dynamodb::build },
+    #[cfg(feature = "cassandra")]
+    Entry { kind: "cassandra", build: crate::cassandra::build },
 ];
 
 /// Types on the roadmap (DESIGN.md §2) that this version does not build yet: naming one is a
@@ -80,9 +86,6 @@ const PLANNED: &[&str] = &[
     "smtp",
     "slack",
     "discord",
-    "mongodb",
-    "dynamodb",
-    "cassandra",
 ];
 
 /// Keys that widen what a destination may reach. Only the operator's config may set them:
