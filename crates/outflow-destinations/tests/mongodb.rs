@@ -176,7 +176,8 @@ async fn a_batch_reports_each_document() {
     assert_eq!(err.class, FailureClass::Permanent);
     assert!(err.message.contains("collection name"), "{}", err.message);
     let docs = peer.documents(&location).await;
-    let mut seen: Vec<String> = docs.iter().map(|d| String::from_utf8(body_of(d)).unwrap()).collect();
+    let mut seen: Vec<String> =
+        docs.iter().map(|d| String::from_utf8(body_of(d)).unwrap()).collect();
     seen.sort();
     assert_eq!(seen, [r#"{"i":0}"#, r#"{"i":1}"#], "the duplicate kept the first document");
 }

@@ -101,14 +101,16 @@ pub fn parse(
             _ => {
                 r.error(
                     "endpoint",
-                    format!("'{text}' is not an http:// or https:// URL (e.g. http://127.0.0.1:8000)"),
+                    format!(
+                        "'{text}' is not an http:// or https:// URL (e.g. http://127.0.0.1:8000)"
+                    ),
                 );
                 None
             }
         },
-        None => region
-            .as_deref()
-            .and_then(|region| url::Url::parse(&format!("https://dynamodb.{region}.amazonaws.com")).ok()),
+        None => region.as_deref().and_then(|region| {
+            url::Url::parse(&format!("https://dynamodb.{region}.amazonaws.com")).ok()
+        }),
     };
     let access_key_id = r.string("access_key_id");
     let secret_access_key = r.secret("secret_access_key", false);
@@ -262,7 +264,10 @@ mod tests {
         let errs = parsed(with("endpoint", json!("ftp://x"))).unwrap_err();
         assert_eq!(errs[0].0, "d.endpoint");
         let errs = parsed(with("access_key_id", json!("AK"))).unwrap_err();
-        assert_eq!(errs[0], ("d.secret_access_key".into(), "is required with access_key_id".into()));
+        assert_eq!(
+            errs[0],
+            ("d.secret_access_key".into(), "is required with access_key_id".into())
+        );
         let errs = parsed(with("sort_key_value", json!("x"))).unwrap_err();
         assert_eq!(errs[0].0, "d.sort_key_value");
         let errs = parsed(with("sort_key", json!("delivery_id"))).unwrap_err();

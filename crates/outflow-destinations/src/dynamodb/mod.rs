@@ -55,7 +55,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningParams, SigningSettings, sign};
+use aws_sigv4::http_request::{
+    SignableBody, SignableRequest, SigningParams, SigningSettings, sign,
+};
 use aws_sigv4::sign::v4;
 use base64::Engine as _;
 use futures::StreamExt as _;
@@ -169,13 +171,14 @@ impl DynamoDestination {
         let credentials = self.credentials().map_err(CallError::Transport)?;
         let url = self.cfg.endpoint.as_str();
         let amz_target = format!("DynamoDB_20120810.{operation}");
-        let headers = [
-            ("content-type", "application/x-amz-json-1.0"),
-            ("x-amz-target", amz_target.as_str()),
-        ];
+        let headers =
+            [("content-type", "application/x-amz-json-1.0"), ("x-amz-target", amz_target.as_str())];
         let identity = credentials.into();
-        let signing_failed =
-            |e: &dyn std::fmt::Display| CallError::Transport(DeliveryError::permanent(format!("cannot sign the DynamoDB request: {e}")));
+        let signing_failed = |e: &dyn std::fmt::Display| {
+            CallError::Transport(DeliveryError::permanent(format!(
+                "cannot sign the DynamoDB request: {e}"
+            )))
+        };
         let params: SigningParams<'_> = v4::SigningParams::builder()
             .identity(&identity)
             .region(&self.cfg.region)
@@ -185,9 +188,13 @@ impl DynamoDestination {
             .build()
             .map_err(|e| signing_failed(&e))?
             .into();
-        let signable =
-            SignableRequest::new("POST", url, headers.iter().copied(), SignableBody::Bytes(&payload))
-                .map_err(|e| signing_failed(&e))?;
+        let signable = SignableRequest::new(
+            "POST",
+            url,
+            headers.iter().copied(),
+            SignableBody::Bytes(&payload),
+        )
+        .map_err(|e| signing_failed(&e))?;
         let (instructions, _signature) =
             sign(signable, &params).map_err(|e| signing_failed(&e))?.into_parts();
         let mut request = client.post(url).body(payload);
@@ -196,7 +203,11 @@ impl DynamoDestination {
         }
         let response = request.send().await.map_err(|e| {
             CallError::Transport(DeliveryError::retryable(if e.is_timeout() {
-                format!("DynamoDB {operation} at {} timed out after {:?}", self.endpoint(), self.cfg.timeout)
+                format!(
+                    "DynamoDB {operation} at {} timed out after {:?}",
+                    self.endpoint(),
+                    self.cfg.timeout
+                )
             } else {
                 format!("DynamoDB {operation} at {} failed: {}", self.endpoint(), error_chain(&e))
             }))
@@ -301,7 +312,13 @@ impl DynamoDestination {
 
     /// The item's key as text (see [`Self::item`]).
     fn key_of(&self, item: &Value) -> String {
-        let part = |name: &str| item.get(name).and_then(|v| v.get("S")).and_then(Value::as_str).unwrap_or_default().to_string();
+        let part = |name: &str| {
+            item.get(name)
+                .and_then(|v| v.get("S"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         match &self.cfg.sort_key {
             Some((name, _)) => format!("{}\u{0}{}", part(&self.cfg.partition_key), part(name)),
             None => part(&self.cfg.partition_key),
@@ -311,49 +328,62 @@ impl DynamoDestination {
     fn api_error(&self, err: CallError, table: &str) -> DeliveryError {
         match err {
             CallError::Transport(e) => e,
-            CallError::Api { status, kind, message } => classify(status, &kind, &message, table, self.endpoint()),
+            CallError::Api { status, kind, message } => {
+                classify(status, &kind, &message, table, self.endpoint())
+            }
         }
     }
 
     /// Writes one chunk (at most [`BATCH_SIZE`] items with distinct keys) with
     /// `BatchWriteItem`, resending unprocessed items; one result per entry.
-    async fn write_chunk(&self, chunk: Vec<Prepared>) -> Vec<(usize, Result<DeliveryReceipt, DeliveryError>)> {
+    async fn write_chunk(
+        &self,
+        chunk: Vec<Prepared>,
+    ) -> Vec<(usize, Result<DeliveryReceipt, DeliveryError>)> {
         let mut done = Vec::with_capacity(chunk.len());
         let mut pending = chunk;
         let deadline = Instant::now() + self.cfg.timeout;
         for round in 0..=UNPROCESSED_ROUNDS {
             let mut request: Map<String, Value> = Map::new();
             for p in &pending {
-                let list = request.entry(p.table.clone()).or_insert_with(|| Value::Array(Vec::new()));
+                let list =
+                    request.entry(p.table.clone()).or_insert_with(|| Value::Array(Vec::new()));
                 if let Value::Array(list) = list {
                     list.push(json!({ "PutRequest": { "Item": p.item } }));
                 }
             }
             let tables: Vec<String> = request.keys().cloned().collect();
-            let response = match self.call("BatchWriteItem", &json!({ "RequestItems": request })).await {
-                Ok(response) => response,
-                Err(err) => {
-                    let err = self.api_error(err, &tables.join(", "));
-                    done.extend(pending.into_iter().map(|p| (p.index, Err(err.clone()))));
-                    return done;
-                }
-            };
+            let response =
+                match self.call("BatchWriteItem", &json!({ "RequestItems": request })).await {
+                    Ok(response) => response,
+                    Err(err) => {
+                        let err = self.api_error(err, &tables.join(", "));
+                        done.extend(pending.into_iter().map(|p| (p.index, Err(err.clone()))));
+                        return done;
+                    }
+                };
             let unprocessed: HashSet<(String, String)> = response
                 .get("UnprocessedItems")
                 .and_then(Value::as_object)
                 .into_iter()
                 .flatten()
                 .flat_map(|(table, requests)| {
-                    requests.as_array().into_iter().flatten().map(move |r| {
-                        (table.clone(), self.key_of(&r["PutRequest"]["Item"]))
-                    })
+                    requests
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(move |r| (table.clone(), self.key_of(&r["PutRequest"]["Item"])))
                 })
                 .collect();
             let (left, written): (Vec<Prepared>, Vec<Prepared>) = pending
                 .into_iter()
                 .partition(|p| unprocessed.contains(&(p.table.clone(), p.key.clone())));
             done.extend(written.into_iter().map(|p| {
-                let receipt = DeliveryReceipt { target: self.target(&p.table), bytes: p.bytes, ..Default::default() };
+                let receipt = DeliveryReceipt {
+                    target: self.target(&p.table),
+                    bytes: p.bytes,
+                    ..Default::default()
+                };
                 (p.index, Ok(receipt))
             }));
             pending = left;
@@ -419,7 +449,9 @@ pub fn attribute_value(value: &Value) -> Value {
         Value::Bool(b) => json!({ "BOOL": b }),
         Value::Number(n) => json!({ "N": n.to_string() }),
         Value::String(s) => json!({ "S": s }),
-        Value::Array(items) => json!({ "L": items.iter().map(attribute_value).collect::<Vec<_>>() }),
+        Value::Array(items) => {
+            json!({ "L": items.iter().map(attribute_value).collect::<Vec<_>>() })
+        }
         Value::Object(map) => {
             let m: Map<String, Value> =
                 map.iter().map(|(k, v)| (k.clone(), attribute_value(v))).collect();
@@ -482,8 +514,11 @@ impl Destination for DynamoDestination {
             "ConditionExpression": "attribute_not_exists(#pk)",
             "ExpressionAttributeNames": { "#pk": self.cfg.partition_key },
         });
-        let receipt =
-            DeliveryReceipt { target: self.target(&table), bytes: ctx.output.size(), ..Default::default() };
+        let receipt = DeliveryReceipt {
+            target: self.target(&table),
+            bytes: ctx.output.size(),
+            ..Default::default()
+        };
         match self.call("PutItem", &body).await {
             Ok(_) => Ok(DeliveryReceipt { status_code: Some(200), ..receipt }),
             Err(CallError::Api { kind, .. }) if kind == "ConditionalCheckFailedException" => {

@@ -9,7 +9,8 @@ use outflow_core::template::Template;
 use crate::BuildDefaults;
 
 /// What a valid `uri` looks like, for messages.
-pub const URI_EXPECTED: &str = "a MongoDB connection string, e.g. mongodb://user:pass@host:27017/?authSource=admin";
+pub const URI_EXPECTED: &str =
+    "a MongoDB connection string, e.g. mongodb://user:pass@host:27017/?authSource=admin";
 
 /// The longest collection name accepted, in bytes (MongoDB's namespace limit is 255 bytes
 /// for `database.collection`; 120 leaves room for any database name).
@@ -131,7 +132,9 @@ pub fn parse(
         {
             Ok(MongoConfig { uri, database, collection, timeout, retry_policy })
         }
-        _ if errors.is_empty() => Err(vec![ConfigError::new(path, "invalid mongodb configuration")]),
+        _ if errors.is_empty() => {
+            Err(vec![ConfigError::new(path, "invalid mongodb configuration")])
+        }
         _ => Err(errors),
     }
 }

@@ -114,8 +114,10 @@ impl MongoDestination {
         let without_query = uri.split('?').next().unwrap_or(&uri);
         let base = without_query.trim_end_matches('/');
         // Drop a default database from the URI; ours is the configured one.
-        let authority_end =
-            base.find("://").map(|i| i + 3).map_or(base.len(), |s| base[s..].find('/').map_or(base.len(), |j| s + j));
+        let authority_end = base
+            .find("://")
+            .map(|i| i + 3)
+            .map_or(base.len(), |s| base[s..].find('/').map_or(base.len(), |j| s + j));
         format!("{}/{}", &base[..authority_end], self.cfg.database)
     }
 
@@ -208,8 +210,12 @@ fn classify_code(code: i32, name: Option<&str>, message: &str, target: &str) -> 
     };
     let text = format!("MongoDB {target}: {label}: {message}");
     match code {
-        18 => DeliveryError::permanent(format!("{text} (authentication failed: check the uri's credentials)")),
-        13 => DeliveryError::permanent(format!("{text} (unauthorized: the user lacks the insert privilege)")),
+        18 => DeliveryError::permanent(format!(
+            "{text} (authentication failed: check the uri's credentials)"
+        )),
+        13 => DeliveryError::permanent(format!(
+            "{text} (unauthorized: the user lacks the insert privilege)"
+        )),
         c if RETRYABLE_CODES.contains(&c) => DeliveryError::retryable(text),
         _ => DeliveryError::permanent(text),
     }
@@ -221,9 +227,9 @@ pub fn classify(err: &MongoError, target: &str) -> DeliveryError {
     let labelled_retryable =
         err.contains_label(RETRYABLE_WRITE_ERROR) || err.contains_label(SYSTEM_OVERLOADED_ERROR);
     let classified = match err.kind.as_ref() {
-        ErrorKind::Authentication { message, .. } => DeliveryError::permanent(format!(
-            "MongoDB {target}: authentication failed: {message}"
-        )),
+        ErrorKind::Authentication { message, .. } => {
+            DeliveryError::permanent(format!("MongoDB {target}: authentication failed: {message}"))
+        }
         ErrorKind::Command(c) => classify_code(c.code, Some(&c.code_name), &c.message, target),
         ErrorKind::Write(WriteFailure::WriteError(w)) => {
             classify_code(w.code, w.code_name.as_deref(), &w.message, target)
@@ -238,9 +244,9 @@ pub fn classify(err: &MongoError, target: &str) -> DeliveryError {
         ErrorKind::BsonSerialization(_) | ErrorKind::InvalidTlsConfig { .. } => {
             DeliveryError::permanent(format!("MongoDB {target}: {}", first_line(err)))
         }
-        ErrorKind::IncompatibleServer { message, .. } => DeliveryError::permanent(format!(
-            "MongoDB {target}: incompatible server: {message}"
-        )),
+        ErrorKind::IncompatibleServer { message, .. } => {
+            DeliveryError::permanent(format!("MongoDB {target}: incompatible server: {message}"))
+        }
         // Network, server selection, pool cleared, DNS, shutdown, odd responses: transient.
         _ => DeliveryError::retryable(format!("MongoDB {target}: {}", first_line(err))),
     };
@@ -290,11 +296,18 @@ impl Destination for MongoDestination {
         let doc = document(&ctx)?;
         let client = self.client().await?;
         let coll = client.database(&self.cfg.database).collection::<Document>(&name);
-        let receipt = DeliveryReceipt { target: target.clone(), bytes: ctx.output.size(), ..Default::default() };
+        let receipt = DeliveryReceipt {
+            target: target.clone(),
+            bytes: ctx.output.size(),
+            ..Default::default()
+        };
         match self.bounded("insert", &target, coll.insert_one(doc).into_future()).await? {
             Ok(_) => Ok(receipt),
             Err(e) if is_duplicate_key(&e) => Ok(DeliveryReceipt {
-                response_excerpt: Some(format!("duplicate _id {}: already stored", ctx.delivery_id)),
+                response_excerpt: Some(format!(
+                    "duplicate _id {}: already stored",
+                    ctx.delivery_id
+                )),
                 ..receipt
             }),
             Err(e) => Err(classify(&e, &target)),
@@ -302,10 +315,8 @@ impl Destination for MongoDestination {
     }
 
     async fn deliver_batch(&self, records: &[Attempt<'_>]) -> BatchResults {
-        let mut results: BatchResults = records
-            .iter()
-            .map(|_| Err(DeliveryError::permanent("not attempted")))
-            .collect();
+        let mut results: BatchResults =
+            records.iter().map(|_| Err(DeliveryError::permanent("not attempted"))).collect();
         // One unordered insertMany per rendered collection; `positions` maps a document's
         // index in its group back to the record's index.
         let mut groups: BTreeMap<String, (Vec<usize>, Vec<Document>)> = BTreeMap::new();
@@ -340,7 +351,11 @@ impl Destination for MongoDestination {
             let target = self.target(&name);
             let coll = client.database(&self.cfg.database).collection::<Document>(&name);
             let outcome = self
-                .bounded("insertMany", &target, coll.insert_many(&docs).ordered(false).into_future())
+                .bounded(
+                    "insertMany",
+                    &target,
+                    coll.insert_many(&docs).ordered(false).into_future(),
+                )
                 .await;
             let mut per_doc: Vec<Result<(), DeliveryError>> = vec![Ok(()); positions.len()];
             match outcome {
@@ -361,7 +376,12 @@ impl Destination for MongoDestination {
                                 *slot = if w.code == DUPLICATE_KEY {
                                     Ok(())
                                 } else {
-                                    Err(classify_code(w.code, w.code_name.as_deref(), &w.message, &target))
+                                    Err(classify_code(
+                                        w.code,
+                                        w.code_name.as_deref(),
+                                        &w.message,
+                                        &target,
+                                    ))
                                 };
                             }
                         }
@@ -411,7 +431,16 @@ mod tests {
         let keys: Vec<&str> = doc.keys().map(String::as_str).collect();
         assert_eq!(
             keys,
-            ["_id", "job_uuid", "job_id", "task_name", "status", "completed_at", "output_format", "data"]
+            [
+                "_id",
+                "job_uuid",
+                "job_id",
+                "task_name",
+                "status",
+                "completed_at",
+                "output_format",
+                "data"
+            ]
         );
         assert_eq!(doc.get_str("_id").unwrap(), "dlv_1");
         assert_eq!(doc.get_str("output_format").unwrap(), "json");
@@ -429,7 +458,8 @@ mod tests {
         assert!(classify_code(10107, Some("NotWritablePrimary"), "x", "t").is_retryable());
         assert!(classify_code(91, None, "x", "t").is_retryable());
         assert!(!classify_code(2, Some("BadValue"), "x", "t").is_retryable());
-        let msg = classify_code(13, Some("Unauthorized"), "not allowed", "mongodb://h/db.c").message;
+        let msg =
+            classify_code(13, Some("Unauthorized"), "not allowed", "mongodb://h/db.c").message;
         assert_eq!(
             msg,
             "MongoDB mongodb://h/db.c: Unauthorized (13): not allowed (unauthorized: the user lacks the insert privilege)"
