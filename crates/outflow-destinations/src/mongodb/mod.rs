@@ -89,7 +89,7 @@ impl MongoDestination {
                     DeliveryError::permanent(format!(
                         "invalid MongoDB uri {}: {}",
                         mask_url_secrets(&self.cfg.uri),
-                        first_line(&e)
+                        self.scrub(&first_line(&e))
                     ))
                 })?;
                 // The driver's defaults (30 s server selection, 10 s connect) would outlast
@@ -101,11 +101,26 @@ impl MongoDestination {
                     DeliveryError::permanent(format!(
                         "cannot create the MongoDB client for {}: {}",
                         mask_url_secrets(&self.cfg.uri),
-                        first_line(&e)
+                        self.scrub(&first_line(&e))
                     ))
                 })
             })
             .await
+    }
+
+    /// `text` with the URI's password masked: a parse error may quote part of the URI.
+    fn scrub(&self, text: &str) -> String {
+        let uri = &self.cfg.uri;
+        let authority = uri.split("://").nth(1).and_then(|rest| rest.split('/').next());
+        let password = authority
+            .and_then(|a| a.rsplit_once('@'))
+            .and_then(|(userinfo, _)| userinfo.split_once(':'))
+            .map(|(_, password)| password)
+            .filter(|p| !p.is_empty());
+        match password {
+            Some(p) => text.replace(p, "********"),
+            None => text.to_string(),
+        }
     }
 
     /// `mongodb://host/database`, password masked, for messages and receipts.
@@ -449,6 +464,33 @@ mod tests {
         let text = Output::Text("plain".into());
         let doc = document(&RenderContext::new(&job, &text, "dlv_2")).unwrap();
         assert_eq!(doc.get_str("data").unwrap(), "plain");
+    }
+
+    #[test]
+    fn client_errors_never_show_the_password() {
+        let spec = outflow_core::config::DestinationSpec::from_value(
+            &json!({"type": "mongodb", "uri": "mongodb://u:s3cret@h:99999/", "database": "d", "collection": "c"}),
+            "d",
+        )
+        .unwrap();
+        let cfg = config::parse(&spec, &crate::BuildDefaults::default(), "d").unwrap();
+        let dest = MongoDestination { cfg, client: OnceCell::new() };
+        assert_eq!(dest.scrub("bad port in u:s3cret@h:99999"), "bad port in u:********@h:99999");
+        assert_eq!(dest.server(), "mongodb://u:********@h:99999/d");
+    }
+
+    #[tokio::test]
+    async fn an_invalid_uri_is_permanent_and_masked() {
+        let spec = outflow_core::config::DestinationSpec::from_value(
+            &json!({"type": "mongodb", "uri": "mongodb://u:s3cret@h:99999/", "database": "d", "collection": "c"}),
+            "d",
+        )
+        .unwrap();
+        let cfg = config::parse(&spec, &crate::BuildDefaults::default(), "d").unwrap();
+        let dest = MongoDestination { cfg, client: OnceCell::new() };
+        let err = dest.check().await.unwrap_err();
+        assert!(!err.is_retryable(), "{err:?}");
+        assert!(!err.message.contains("s3cret"), "{}", err.message);
     }
 
     #[test]
