@@ -202,3 +202,22 @@ async fn the_check_pings_and_an_unreachable_server_is_retryable() {
     assert_eq!(err.class, FailureClass::Retryable, "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(5), "bounded by timeout_seconds");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_are_permanent_and_masked() {
+    let Some(peer) = MongoPeer::connect().await else { return };
+    let (template, _) = names("mongodb");
+    let mut spec = peer.spec(peer.addr, &template);
+    // nx-27017 has no users: the SCRAM handshake fails, as a wrong password does on MongoDB.
+    spec["uri"] = json!(format!(
+        "mongodb://nobody:wrong-pass@{}/?authSource=admin&directConnection=true",
+        peer.addr
+    ));
+    let dest = build(&spec);
+    let err = deliver(dest.as_ref(), &job(TASK), &Output::Json(json!({})), &new_delivery_id())
+        .await
+        .expect_err("the credentials are refused");
+    assert_eq!(err.class, FailureClass::Permanent, "{err:?}");
+    assert!(err.message.contains("authentication failed"), "{}", err.message);
+    assert!(!err.message.contains("wrong-pass"), "{}", err.message);
+}
