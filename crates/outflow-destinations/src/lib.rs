@@ -16,15 +16,21 @@
 //! - [`slack`], [`discord`]: chat messages through incoming webhooks, built on [`webhook`].
 //! - [`rabbitmq`], [`nats`], [`mqtt`]: message brokers (publisher confirms, JetStream acks,
 //!   QoS acks), sharing the `messaging` helpers.
+//! - [`mongodb`], [`dynamodb`], [`cassandra`]: NoSQL databases (seed 002 §6), one record per
+//!   delivery keyed by the delivery id.
 //!
 //! This crate does not store anything: durable queues and scheduled retries belong to the
 //! engine; the runner here retries in memory for the one-shot CLI.
 //!
 //! [`DestinationCatalog`]: outflow_core::config::DestinationCatalog
 
+#[cfg(feature = "cassandra")]
+pub mod cassandra;
 pub mod check;
 #[cfg(feature = "discord")]
 pub mod discord;
+#[cfg(feature = "dynamodb")]
+pub mod dynamodb;
 pub mod error;
 #[cfg(feature = "filesystem")]
 pub mod filesystem;
@@ -32,6 +38,8 @@ pub mod filesystem;
 pub mod kafka;
 #[cfg(any(feature = "rabbitmq", feature = "nats", feature = "mqtt"))]
 mod messaging;
+#[cfg(feature = "mongodb")]
+pub mod mongodb;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
 #[cfg(feature = "nats")]

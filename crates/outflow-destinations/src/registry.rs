@@ -76,6 +76,12 @@ const ENTRIES: &[Entry] = &[
     Entry { kind: "nats", build: crate::nats::build },
     #[cfg(feature = "mqtt")]
     Entry { kind: "mqtt", build: crate::mqtt::build },
+    #[cfg(feature = "mongodb")]
+    Entry { kind: "mongodb", build: crate::mongodb::build },
+    #[cfg(feature = "dynamodb")]
+    Entry { kind: "dynamodb", build: crate::dynamodb::build },
+    #[cfg(feature = "cassandra")]
+    Entry { kind: "cassandra", build: crate::cassandra::build },
 ];
 
 /// Types on the roadmap (DESIGN.md §2) that this version does not build yet: naming one is a
@@ -88,9 +94,6 @@ const PLANNED: &[&str] = &[
     "redis",
     "elasticsearch",
     "opensearch",
-    "mongodb",
-    "dynamodb",
-    "cassandra",
 ];
 
 /// Keys that widen what a destination may reach. Only the operator's config may set them:
