@@ -247,11 +247,11 @@ mod tests {
 
     #[test]
     fn planned_type_says_not_supported_yet() {
-        let spec = DestinationSpec::from_value(&json!({"type": "discord"}), "d").unwrap();
+        let spec = DestinationSpec::from_value(&json!({"type": "database"}), "d").unwrap();
         let errs = Registry::default().build(&spec, "d").unwrap_err();
         assert_eq!(errs[0].path, "d.type");
         assert!(
-            errs[0].message.starts_with("destination type 'discord' is not supported yet"),
+            errs[0].message.starts_with("destination type 'database' is not supported yet"),
             "{}",
             errs[0].message
         );
