@@ -9,6 +9,7 @@
 //! - [`runner`]: one delivery with retries ([`runner::deliver_with_retries`]) and fan-out to
 //!   many destinations ([`runner::deliver_all`]).
 //! - [`filesystem`], [`webhook`]: the destinations.
+//! - [`sql`]: `postgresql`, `mysql` and `sqlite` (shared config, schema, batching, retention).
 //!
 //! This crate does not store anything: durable queues and scheduled retries belong to the
 //! engine; the runner here retries in memory for the one-shot CLI.
@@ -21,6 +22,8 @@ pub mod error;
 pub mod filesystem;
 pub mod registry;
 pub mod runner;
+#[cfg(any(feature = "postgresql", feature = "mysql", feature = "sqlite"))]
+pub mod sql;
 #[cfg(feature = "webhook")]
 pub mod webhook;
 
