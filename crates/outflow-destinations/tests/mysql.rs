@@ -160,13 +160,12 @@ async fn default_schema_has_its_indexes() {
     assert!(has("status_idx", "status"), "{idx:?}");
     assert!(has("job_uuid_idx", "job_uuid"), "{idx:?}");
     assert!(
-        idx.iter().any(|(n, c, nu)| n.ends_with("delivery_id_key") && c == "delivery_id" && *nu == 0),
+        idx.iter()
+            .any(|(n, c, nu)| n.ends_with("delivery_id_key") && c == "delivery_id" && *nu == 0),
         "{idx:?}"
     );
     let row = &peer
-        .rows(&format!(
-            "SELECT task_name, JSON_VALUE(data, '$.status') AS s FROM `{table}`"
-        ))
+        .rows(&format!("SELECT task_name, JSON_VALUE(data, '$.status') AS s FROM `{table}`"))
         .await[0];
     assert_eq!(row.get::<String, _>("task_name"), "mytest");
     assert_eq!(row.get::<String, _>("s"), "failed");
@@ -186,9 +185,13 @@ async fn columns_map_templates_and_json_pointers() {
     });
     let dest = build(&spec);
     let id = new_delivery_id();
-    deliver_json(dest.as_ref(), json!({"user": {"id": 42, "name": "Ann"}, "tags": ["a", "b"]}), &id)
-        .await
-        .unwrap();
+    deliver_json(
+        dest.as_ref(),
+        json!({"user": {"id": 42, "name": "Ann"}, "tags": ["a", "b"]}),
+        &id,
+    )
+    .await
+    .unwrap();
     let row = &peer.rows(&format!("SELECT * FROM `{table}`")).await[0];
     assert_eq!(row.get::<String, _>("delivery_id"), id);
     assert!(row.get::<String, _>("task").starts_with("mytest/"));
@@ -245,7 +248,11 @@ async fn missing_table_is_permanent_and_check_names_it() {
     let dest = build(&spec);
     let err = dest.check().await.expect_err("no such table");
     assert_eq!(err.class, FailureClass::Permanent);
-    assert!(err.message.contains(&table) && err.message.contains("create_table"), "{}", err.message);
+    assert!(
+        err.message.contains(&table) && err.message.contains("create_table"),
+        "{}",
+        err.message
+    );
     let err = deliver_json(dest.as_ref(), json!({}), &new_delivery_id()).await.unwrap_err();
     assert_eq!(err.class, FailureClass::Permanent);
     assert!(err.message.contains("error 1146") && err.message.contains(&table), "{}", err.message);
