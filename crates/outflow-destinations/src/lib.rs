@@ -18,6 +18,7 @@
 //!   QoS acks), sharing the `messaging` helpers.
 //! - [`mongodb`], [`dynamodb`], [`cassandra`]: NoSQL databases (seed 002 §6), one record per
 //!   delivery keyed by the delivery id.
+//! - [`sql`]: `postgresql`, `mysql` and `sqlite` (shared config, schema, batching, retention).
 //!
 //! This crate does not store anything: durable queues and scheduled retries belong to the
 //! engine; the runner here retries in memory for the one-shot CLI.
@@ -54,6 +55,8 @@ pub mod s3;
 pub mod slack;
 #[cfg(feature = "smtp")]
 pub mod smtp;
+#[cfg(any(feature = "postgresql", feature = "mysql", feature = "sqlite"))]
+pub mod sql;
 #[cfg(any(feature = "smtp", feature = "slack", feature = "discord"))]
 mod text;
 #[cfg(feature = "webhook")]

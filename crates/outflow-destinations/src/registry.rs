@@ -82,14 +82,17 @@ const ENTRIES: &[Entry] = &[
     Entry { kind: "dynamodb", build: crate::dynamodb::build },
     #[cfg(feature = "cassandra")]
     Entry { kind: "cassandra", build: crate::cassandra::build },
+    #[cfg(feature = "postgresql")]
+    Entry { kind: "postgresql", build: crate::sql::postgresql::build },
+    #[cfg(feature = "mysql")]
+    Entry { kind: "mysql", build: crate::sql::mysql::build },
+    #[cfg(feature = "sqlite")]
+    Entry { kind: "sqlite", build: crate::sql::sqlite::build },
 ];
 
 /// Types on the roadmap (DESIGN.md §2) that this version does not build yet: naming one is a
 /// clear "not supported yet" error rather than "unknown type".
 const PLANNED: &[&str] = &[
-    "postgresql",
-    "mysql",
-    "sqlite",
     "database",
     "redis",
     "elasticsearch",
