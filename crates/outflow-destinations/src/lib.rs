@@ -9,6 +9,8 @@
 //! - [`runner`]: one delivery with retries ([`runner::deliver_with_retries`]) and fan-out to
 //!   many destinations ([`runner::deliver_all`]).
 //! - [`filesystem`], [`webhook`]: the destinations.
+//! - `redis` (lists, Python RQ queues, streams, pub/sub) and `elasticsearch` (also `type:
+//!   opensearch`; `_bulk` batches): behind their features.
 //!
 //! This crate does not store anything: durable queues and scheduled retries belong to the
 //! engine; the runner here retries in memory for the one-shot CLI.
@@ -16,9 +18,13 @@
 //! [`DestinationCatalog`]: outflow_core::config::DestinationCatalog
 
 pub mod check;
+#[cfg(feature = "elasticsearch")]
+pub mod elasticsearch;
 pub mod error;
 #[cfg(feature = "filesystem")]
 pub mod filesystem;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod registry;
 pub mod runner;
 #[cfg(feature = "webhook")]

@@ -60,6 +60,12 @@ const ENTRIES: &[Entry] = &[
     Entry { kind: "filesystem", build: crate::filesystem::build },
     #[cfg(feature = "webhook")]
     Entry { kind: "webhook", build: crate::webhook::build },
+    #[cfg(feature = "redis")]
+    Entry { kind: "redis", build: crate::redis::build },
+    #[cfg(feature = "elasticsearch")]
+    Entry { kind: "elasticsearch", build: crate::elasticsearch::build },
+    #[cfg(feature = "elasticsearch")]
+    Entry { kind: "opensearch", build: crate::elasticsearch::build_opensearch },
 ];
 
 /// Types on the roadmap (DESIGN.md §2) that this version does not build yet: naming one is a
@@ -74,9 +80,6 @@ const PLANNED: &[&str] = &[
     "rabbitmq",
     "nats",
     "mqtt",
-    "redis",
-    "elasticsearch",
-    "opensearch",
     "smtp",
     "slack",
     "discord",
