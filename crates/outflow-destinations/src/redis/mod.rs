@@ -493,8 +493,11 @@ pub fn classify(e: &redis::RedisError, target: &str) -> DeliveryError {
         );
     let hint = match code.as_str() {
         "WRONGTYPE" => " (the key already holds a value of another type)",
-        "NOAUTH" | "WRONGPASS" => " (check username and password)",
+        "NOAUTH" | "WRONGPASS" => " (authentication failed: check username and password)",
         "NOPERM" => " (the ACL user may not run this command on this key)",
+        _ if e.kind() == ErrorKind::AuthenticationFailed => {
+            " (authentication failed: check username and password)"
+        }
         _ => "",
     };
     let message = format!("redis {target}: {text}{hint}");
@@ -528,15 +531,19 @@ impl Destination for RedisDestination {
         let answer = self
             .run(&target, async |conn| {
                 let mut pipe = redis::pipe();
-                pipe.add_command(prepared.cmd.clone());
+                // Server errors come back as values, so each keeps its own code (WRONGTYPE...).
+                pipe.ignore_errors().add_command(prepared.cmd.clone());
                 if let Some(trim) = &trim {
                     pipe.add_command(trim.clone()).ignore();
                 }
                 let mut values: Vec<redis::Value> = pipe.query_async(conn).await?;
-                Ok(values.swap_remove(0))
+                Ok(if values.is_empty() { redis::Value::Nil } else { values.swap_remove(0) })
             })
             .await?;
-        Ok(self.receipt(&prepared, &answer))
+        match answer {
+            redis::Value::ServerError(err) => Err(classify(&err.into(), &target)),
+            answer => Ok(self.receipt(&prepared, &answer)),
+        }
     }
 
     async fn deliver_batch(&self, records: &[Attempt<'_>]) -> BatchResults {
