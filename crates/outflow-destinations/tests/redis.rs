@@ -157,7 +157,7 @@ async fn pubsub_publishes_to_subscribers_and_reports_receivers() {
     let msg = tokio::time::timeout(Duration::from_secs(5), pubsub.on_message().next_message())
         .await
         .expect("a message within 5 s");
-    let payload: Value = serde_json::from_slice(&msg.get_payload_bytes().to_vec()).unwrap();
+    let payload: Value = serde_json::from_slice(msg.get_payload_bytes()).unwrap();
     assert_eq!(payload["delivery_id"], json!(id));
     assert_eq!(payload["task_name"], json!(TASK));
     assert_eq!(payload["data"], json!({"event": "done"}));
@@ -204,10 +204,8 @@ async fn stream_maxlen_trims_exactly_when_asked() {
 async fn list_push_left_with_max_length_keeps_the_newest() {
     let Some(url) = redis_url() else { return };
     let key = unique_name("redis");
-    let dest = build(&spec(
-        &url,
-        json!({"key": key, "push": "left", "max_length": 3, "envelope": false}),
-    ));
+    let dest =
+        build(&spec(&url, json!({"key": key, "push": "left", "max_length": 3, "envelope": false})));
     for i in 0..5 {
         deliver(dest.as_ref(), &job(TASK), &Output::Text(format!("m{i}")), &new_delivery_id())
             .await
@@ -324,7 +322,7 @@ async fn rq_jobs_are_run_by_a_real_python_rq_worker() {
     assert!(again.response_excerpt.unwrap().contains("already exists"));
     let mut conn = reader(&url).await;
     let queued: Vec<String> = conn.lrange(format!("rq:queue:{queue}"), 0, -1).await.unwrap();
-    assert_eq!(queued, [id.clone()], "one job, whose id is the delivery id");
+    assert_eq!(queued, std::slice::from_ref(&id), "one job, whose id is the delivery id");
     let registered: bool = conn.sismember("rq:queues", format!("rq:queue:{queue}")).await.unwrap();
     assert!(registered, "the queue is listed in rq:queues");
 

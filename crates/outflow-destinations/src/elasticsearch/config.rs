@@ -185,7 +185,8 @@ impl ElasticsearchConfig {
             }
             None => Some("outflow".into()),
         };
-        for (key, value) in [("timestamp_field", &timestamp_field), ("message_field", &message_field)]
+        for (key, value) in
+            [("timestamp_field", &timestamp_field), ("message_field", &message_field)]
         {
             if value.is_empty() {
                 r.error(key, "must not be empty");
@@ -196,7 +197,8 @@ impl ElasticsearchConfig {
         if max_bulk_bytes == 0 {
             r.error("max_bulk_bytes", "must be greater than 0 (e.g. \"10MiB\")");
         }
-        let batch_size: usize = r.optional("batch_size", "a positive number of documents").unwrap_or(500);
+        let batch_size: usize =
+            r.optional("batch_size", "a positive number of documents").unwrap_or(500);
         if batch_size == 0 {
             r.error("batch_size", "must be at least 1");
         }
@@ -389,8 +391,9 @@ mod tests {
         assert!(errs.iter().all(|(_, m)| !m.contains("secret")), "{errs:?}");
         let errs = errors(json!({"type": "elasticsearch", "index": "i", "addresses": []}));
         assert!(has(&errs, "d.addresses", "must not be empty"), "{errs:?}");
-        let cfg = parse(json!({"type": "elasticsearch", "index": "i", "addresses": "http://h:9200/es"}))
-            .unwrap();
+        let cfg =
+            parse(json!({"type": "elasticsearch", "index": "i", "addresses": "http://h:9200/es"}))
+                .unwrap();
         assert_eq!(cfg.addresses[0].as_str(), "http://h:9200/es/");
     }
 
@@ -402,7 +405,10 @@ mod tests {
         let url = decode_cloud_id(&format!("my-deployment:{encoded}")).unwrap();
         assert_eq!(url.as_str(), "https://abc123.us-east-1.aws.found.io/");
         let encoded = base64::engine::general_purpose::STANDARD.encode("example.com:9243$es1$k");
-        assert_eq!(decode_cloud_id(&format!("n:{encoded}")).unwrap().as_str(), "https://es1.example.com:9243/");
+        assert_eq!(
+            decode_cloud_id(&format!("n:{encoded}")).unwrap().as_str(),
+            "https://es1.example.com:9243/"
+        );
         assert!(decode_cloud_id("name:!!!").unwrap_err().contains("not base64"));
         let errs = errors(json!({"type": "elasticsearch", "index": "i", "cloud_id": "x:eA==",
             "addresses": ["http://h"]}));

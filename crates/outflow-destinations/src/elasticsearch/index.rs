@@ -159,10 +159,11 @@ impl IndexName {
         let mut name = String::new();
         for piece in &self.pieces {
             match piece {
-                Piece::Text(t) => name.push_str(
-                    &t.render(vars)
-                        .map_err(|e| format!("cannot render index template '{}': {e}", self.source))?,
-                ),
+                Piece::Text(t) => {
+                    name.push_str(&t.render(vars).map_err(|e| {
+                        format!("cannot render index template '{}': {e}", self.source)
+                    })?)
+                }
                 Piece::Date(f) => name.push_str(&at.format(f).to_string()),
             }
         }
@@ -176,7 +177,8 @@ impl IndexName {
 }
 
 fn parse_text(src: &str) -> Result<Template, String> {
-    Template::parse(src).map_err(|e| format!("invalid template: {} (at byte {})", e.reason, e.offset))
+    Template::parse(src)
+        .map_err(|e| format!("invalid template: {} (at byte {})", e.reason, e.offset))
 }
 
 /// Elasticsearch's index name rules: lowercase, 1 to 255 bytes, not `.` or `..`, not
@@ -197,9 +199,8 @@ pub fn validate_index(name: &str) -> Result<(), String> {
     if name.chars().any(|c| c.is_uppercase()) {
         return Err("it must be lowercase".into());
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| c.is_whitespace() || c.is_control() || "\\/*?\"<>|,#:".contains(*c))
+    if let Some(c) =
+        name.chars().find(|c| c.is_whitespace() || c.is_control() || "\\/*?\"<>|,#:".contains(*c))
     {
         return Err(format!("it may not contain {c:?}"));
     }

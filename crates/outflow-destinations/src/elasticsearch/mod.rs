@@ -216,7 +216,9 @@ impl ElasticsearchDestination {
             }
         };
         let mut value = HeaderValue::from_str(&value).map_err(|_| {
-            DeliveryError::permanent("the credentials contain characters not allowed in HTTP headers")
+            DeliveryError::permanent(
+                "the credentials contain characters not allowed in HTTP headers",
+            )
         })?;
         value.set_sensitive(true);
         Ok(Some(value))
@@ -293,7 +295,10 @@ impl ElasticsearchDestination {
             ));
         }
         if err.is_builder() {
-            return DeliveryError::permanent(format!("cannot build the request to {target}: {}", chain(err)));
+            return DeliveryError::permanent(format!(
+                "cannot build the request to {target}: {}",
+                chain(err)
+            ));
         }
         DeliveryError::retryable(format!("connection to {target} failed: {}", chain(err)))
     }
@@ -362,11 +367,8 @@ impl ElasticsearchDestination {
     }
 
     fn prepare(&self, ctx: &RenderContext<'_>) -> Result<Doc, DeliveryError> {
-        let index = self
-            .cfg
-            .index
-            .render(ctx, ctx.job.completed_at)
-            .map_err(DeliveryError::permanent)?;
+        let index =
+            self.cfg.index.render(ctx, ctx.job.completed_at).map_err(DeliveryError::permanent)?;
         let id = self.doc_id(ctx)?;
         let body = serde_json::to_vec(&self.document(ctx)?).expect("JSON values always serialize");
         Ok(Doc { index, id, body })
@@ -421,10 +423,12 @@ impl ElasticsearchDestination {
         }
         let path = format!("_bulk{}", self.query());
         let all = |err: DeliveryError| docs.iter().map(|_| Err(err.clone())).collect();
-        let answer = match self.send(reqwest::Method::POST, &path, "application/x-ndjson", Some(body)).await {
-            Ok(a) => a,
-            Err(e) => return all(e),
-        };
+        let answer =
+            match self.send(reqwest::Method::POST, &path, "application/x-ndjson", Some(body)).await
+            {
+                Ok(a) => a,
+                Err(e) => return all(e),
+            };
         if !answer.status.is_success() {
             return all(answer_error(&answer));
         }
@@ -445,10 +449,7 @@ impl ElasticsearchDestination {
             )));
         };
         let retry_after = retry_after(&answer.headers);
-        docs.iter()
-            .zip(items)
-            .map(|(doc, item)| self.judge_item(doc, item, retry_after))
-            .collect()
+        docs.iter().zip(items).map(|(doc, item)| self.judge_item(doc, item, retry_after)).collect()
     }
 
     /// Judges one `_bulk` item.
@@ -472,7 +473,9 @@ impl ElasticsearchDestination {
             return Ok(receipt(format!("{} {outcome}", doc.index)));
         }
         if status == 409 && self.cfg.op_type == OpType::Create {
-            return Ok(receipt("the document already exists (op_type: create); left as it is".into()));
+            return Ok(receipt(
+                "the document already exists (op_type: create); left as it is".into(),
+            ));
         }
         let (kind, reason) = error_parts(result.get("error"));
         let message = format!("{target}: item failed with HTTP {status}: {kind}: {reason}");
@@ -590,7 +593,8 @@ impl Destination for ElasticsearchDestination {
         tracing::debug!(index = %doc.index, id = %doc.id, attempt = attempt.number,
             bytes = doc.body.len(), "indexing document");
         let sent = doc.body.len() as u64;
-        let answer = self.send(reqwest::Method::PUT, &path, "application/json", Some(doc.body)).await?;
+        let answer =
+            self.send(reqwest::Method::PUT, &path, "application/json", Some(doc.body)).await?;
         self.judge_one(answer, sent)
     }
 
@@ -624,10 +628,8 @@ impl Destination for ElasticsearchDestination {
         }
         let requests: Vec<_> =
             chunks.iter().map(|chunk| self.bulk(chunk.iter().map(|(_, d)| d).collect())).collect();
-        let outcomes: Vec<_> = futures::stream::iter(requests)
-        .buffered(self.cfg.bulk_workers)
-        .collect()
-        .await;
+        let outcomes: Vec<_> =
+            futures::stream::iter(requests).buffered(self.cfg.bulk_workers).collect().await;
         for (chunk, outcome) in chunks.iter().zip(outcomes) {
             for ((slot, _), result) in chunk.iter().zip(outcome) {
                 results[*slot] = Some(result);
@@ -672,7 +674,11 @@ mod tests {
             r#"{"error":{"type":"mapper_parsing_exception","reason":"failed to parse field [n]"}}"#,
         ));
         assert!(!e.is_retryable());
-        assert!(e.message.contains("mapper_parsing_exception: failed to parse field [n]"), "{}", e.message);
+        assert!(
+            e.message.contains("mapper_parsing_exception: failed to parse field [n]"),
+            "{}",
+            e.message
+        );
         assert!(answer_error(&answer(429, "")).is_retryable());
         assert!(answer_error(&answer(503, "")).is_retryable());
         let e = answer_error(&answer(401, ""));

@@ -362,8 +362,8 @@ impl RedisConfig {
 
 /// Checks a `url` without echoing it (it may hold a password).
 fn check_url(url: &str) -> Result<(), String> {
-    let parsed =
-        url::Url::parse(url).map_err(|e| format!("Invalid URL format: {e}; expected {URL_EXPECTED}"))?;
+    let parsed = url::Url::parse(url)
+        .map_err(|e| format!("Invalid URL format: {e}; expected {URL_EXPECTED}"))?;
     if !matches!(parsed.scheme(), "redis" | "rediss") {
         return Err(format!(
             "Invalid URL format: scheme '{}' is not supported; expected {URL_EXPECTED}",
@@ -402,8 +402,9 @@ mod tests {
 
     #[test]
     fn a_minimal_list_config_takes_the_defaults() {
-        let cfg = parse(json!({"type": "redis", "url": "redis://u:pw@127.0.0.1:6379/2", "key": "k"}))
-            .unwrap();
+        let cfg =
+            parse(json!({"type": "redis", "url": "redis://u:pw@127.0.0.1:6379/2", "key": "k"}))
+                .unwrap();
         assert_eq!(cfg.mode, Mode::List);
         assert_eq!(cfg.push, Push::Right);
         assert!(cfg.envelope, "list mode wraps in the envelope by default");
@@ -446,10 +447,12 @@ mod tests {
 
     #[test]
     fn mode_and_its_keys_are_checked() {
-        let errs = errors(json!({"type": "redis", "url": "redis://h", "key": "k", "mode": "queue"}));
-        assert!(has(&errs, "d.mode", "must be one of list, rq, stream, pubsub"), "{errs:?}");
         let errs =
-            errors(json!({"type": "redis", "url": "redis://h", "key": "k", "mode": "stream", "push": "left"}));
+            errors(json!({"type": "redis", "url": "redis://h", "key": "k", "mode": "queue"}));
+        assert!(has(&errs, "d.mode", "must be one of list, rq, stream, pubsub"), "{errs:?}");
+        let errs = errors(
+            json!({"type": "redis", "url": "redis://h", "key": "k", "mode": "stream", "push": "left"}),
+        );
         assert!(has(&errs, "d.push", "only used with mode: list"), "{errs:?}");
         let errs = errors(json!({"type": "redis", "url": "redis://h", "key": "k", "maxlen": 10}));
         assert!(has(&errs, "d.maxlen", "only used with mode: stream"), "{errs:?}");
@@ -459,7 +462,8 @@ mod tests {
         assert!(has(&errs, "d.envelope", "only used with mode: list or pubsub"), "{errs:?}");
         let errs = errors(json!({"type": "redis", "url": "redis://h", "key": "k", "push": "up"}));
         assert!(has(&errs, "d.push", "left, right"), "{errs:?}");
-        let errs = errors(json!({"type": "redis", "url": "redis://h", "key": "k", "max_length": 0}));
+        let errs =
+            errors(json!({"type": "redis", "url": "redis://h", "key": "k", "max_length": 0}));
         assert!(has(&errs, "d.max_length", "at least 1"), "{errs:?}");
         let errs = errors(
             json!({"type": "redis", "url": "redis://h", "key": "k", "mode": "stream", "maxlen": 0}),
@@ -476,7 +480,10 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.key.source(), "processing");
         let rq = cfg.rq.unwrap();
-        assert_eq!((rq.function.as_str(), rq.job_timeout, rq.result_ttl), ("myapp.tasks.process", 180, 500));
+        assert_eq!(
+            (rq.function.as_str(), rq.job_timeout, rq.result_ttl),
+            ("myapp.tasks.process", 180, 500)
+        );
         assert!(!cfg.envelope);
 
         let errs = errors(json!({"type": "redis", "url": "redis://h", "mode": "rq", "key": "q"}));
@@ -496,9 +503,11 @@ mod tests {
 
     #[test]
     fn format_template_and_unknown_keys() {
-        let errs = errors(json!({"type": "redis", "url": "redis://h", "key": "k", "format": "bson"}));
+        let errs =
+            errors(json!({"type": "redis", "url": "redis://h", "key": "k", "format": "bson"}));
         assert!(has(&errs, "d.format", "must be one of"), "{errs:?}");
-        let errs = errors(json!({"type": "redis", "url": "redis://h", "key": "k", "template": "x"}));
+        let errs =
+            errors(json!({"type": "redis", "url": "redis://h", "key": "k", "template": "x"}));
         assert!(has(&errs, "d.template", "only used with format: template"), "{errs:?}");
         let errs = errors(json!({"type": "redis", "url": "redis://h", "key": "k", "channel": "x"}));
         assert!(has(&errs, "d.channel", "unknown key"), "{errs:?}");

@@ -162,7 +162,8 @@ impl RedisDestination {
         }
         info = info.set_redis_settings(settings);
         if cfg.tls_insecure
-            && let redis::ConnectionAddr::TcpTls { host, port, tls_params, .. } = info.addr().clone()
+            && let redis::ConnectionAddr::TcpTls { host, port, tls_params, .. } =
+                info.addr().clone()
         {
             info = info.set_addr(redis::ConnectionAddr::TcpTls {
                 host,
@@ -247,7 +248,10 @@ impl RedisDestination {
             ))
         })?;
         validate_key(&key).map_err(|why| {
-            DeliveryError::permanent(format!("invalid redis {noun} name '{}': {why}", key.escape_debug()))
+            DeliveryError::permanent(format!(
+                "invalid redis {noun} name '{}': {why}",
+                key.escape_debug()
+            ))
         })?;
         Ok(key)
     }
@@ -367,7 +371,10 @@ impl RedisDestination {
             ("worker_name", Vec::new()),
             ("group_id", Vec::new()),
             ("origin", queue.as_bytes().to_vec()),
-            ("description", format!("{}(<outflow delivery {}>)", rq.function, ctx.delivery_id).into_bytes()),
+            (
+                "description",
+                format!("{}(<outflow delivery {}>)", rq.function, ctx.delivery_id).into_bytes(),
+            ),
             ("enqueued_at", now.into_bytes()),
             ("timeout", rq.job_timeout.to_string().into_bytes()),
             ("result_ttl", rq.result_ttl.to_string().into_bytes()),
