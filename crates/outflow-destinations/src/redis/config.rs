@@ -159,6 +159,12 @@ impl RedisConfig {
         }
         let tls_ca_file = r.string("tls_ca_file").map(PathBuf::from);
         let tls_insecure = r.bool("tls_insecure").unwrap_or(false);
+        let plain = url.as_ref().is_some_and(|u| !u.expose().starts_with("rediss://"));
+        for (key, set) in [("tls_ca_file", tls_ca_file.is_some()), ("tls_insecure", tls_insecure)] {
+            if set && plain {
+                r.error(key, "only applies to TLS connections: use a rediss:// url (or tls: true)");
+            }
+        }
 
         // Seed 003's redis_rq module names the queue `queue_name`; `key` works in every mode.
         let key = match (r.raw("key").is_some(), r.raw("queue_name").is_some()) {
@@ -423,6 +429,13 @@ mod tests {
         assert!(has(&errs, "d.url", "not both"), "{errs:?}");
         let errs = errors(json!({"type": "redis", "port": 1, "key": "k"}));
         assert!(has(&errs, "d.host", "is required"), "{errs:?}");
+        let errs =
+            errors(json!({"type": "redis", "url": "redis://h", "key": "k", "tls_insecure": true}));
+        assert!(has(&errs, "d.tls_insecure", "rediss://"), "{errs:?}");
+        assert!(
+            parse(json!({"type": "redis", "host": "h", "tls": true, "key": "k", "tls_ca_file": "/ca.pem"}))
+                .is_ok()
+        );
         let errs = errors(json!({"type": "redis", "host": "a/b", "key": "k"}));
         assert!(has(&errs, "d.host", "not a host"), "{errs:?}");
     }
