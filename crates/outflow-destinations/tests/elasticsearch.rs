@@ -407,3 +407,46 @@ async fn bad_credentials_are_permanent() {
     assert!(err.message.contains("authentication failed"), "{}", err.message);
     assert!(!err.message.contains("wrong"), "no secret in messages: {}", err.message);
 }
+
+#[tokio::test]
+async fn batches_are_split_by_batch_size_and_max_bulk_bytes() {
+    let items = |n: usize| {
+        let item = json!({"index": {"status": 201, "result": "created"}});
+        Reply::status(200, &json!({"errors": false, "items": vec![item; n]}).to_string())
+    };
+    let job = job(TASK);
+    let outputs: Vec<Output> = (0..5).map(|i| Output::Json(json!({"i": i}))).collect();
+    let ids: Vec<String> = (0..5).map(|_| new_delivery_id()).collect();
+    let attempts: Vec<Attempt<'_>> = outputs
+        .iter()
+        .zip(&ids)
+        .map(|(o, id)| Attempt { render: RenderContext::new(&job, o, id), number: 1 })
+        .collect();
+    let docs_per_request = |r: &receiver::Recorded| bytecount_lines(&r.body) / 2;
+
+    let receiver = Receiver::start(vec![items(2), items(2), items(1)]).await;
+    let dest = build(&spec(
+        json!([receiver.url("")]),
+        json!({"index": "logs", "batch_size": 2, "bulk_workers": 1}),
+    ));
+    let results = dest.deliver_batch(&attempts).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let sizes: Vec<usize> = receiver.requests().iter().map(docs_per_request).collect();
+    assert_eq!(sizes, [2, 2, 1]);
+
+    // Each document is ~400 bytes with its job fields: 1 KiB holds two at most.
+    let receiver = Receiver::start(vec![items(2), items(2), items(1)]).await;
+    let dest = build(&spec(
+        json!([receiver.url("")]),
+        json!({"index": "logs", "max_bulk_bytes": 1024, "bulk_workers": 1}),
+    ));
+    let results = dest.deliver_batch(&attempts).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let requests = receiver.requests();
+    assert!(requests.iter().all(|r| r.body.len() <= 1024), "bodies stay under max_bulk_bytes");
+    assert_eq!(requests.iter().map(docs_per_request).sum::<usize>(), 5);
+}
+
+fn bytecount_lines(body: &[u8]) -> usize {
+    body.iter().filter(|b| **b == b'\n').count()
+}
