@@ -381,3 +381,80 @@ async fn list_batch_throughput() {
     );
     let _: () = conn.del(&key).await.unwrap();
 }
+
+/// A throwaway TLS-only redis-server with a self-signed certificate for `localhost`, killed
+/// on drop. `None` (a loud skip) when `redis-server` or `openssl` is missing.
+async fn tls_redis(dir: &std::path::Path) -> Option<(tokio::process::Child, u16)> {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    // A CA and a leaf it signed (webpki refuses a self-signed CA used as the server's cert).
+    let script = "set -e
+        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > leaf.ext
+        openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=outflow-test-ca \\
+            -keyout ca.key -out ca.pem
+        openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out leaf.csr
+        openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \\
+            -extfile leaf.ext -out cert.pem";
+    let made = std::process::Command::new("sh")
+        .args(["-c", script])
+        .current_dir(dir)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !made {
+        eprintln!("\n*** SKIPPED: openssl is not available to make a test certificate ***\n");
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = tokio::process::Command::new("redis-server")
+        .args(["--port", "0", "--bind", "127.0.0.1", "--save", "", "--tls-auth-clients", "no"])
+        .arg("--tls-port")
+        .arg(port.to_string())
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .arg("--tls-ca-cert-file")
+        .arg(dir.join("ca.pem"))
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn();
+    let Ok(child) = child else {
+        eprintln!("\n*** SKIPPED: redis-server is not installed ***\n");
+        return None;
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "the TLS redis-server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Some((child, port))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_ca_or_without_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_server, port)) = tls_redis(dir.path()).await else { return };
+    let url = format!("rediss://localhost:{port}");
+    let ca = dir.path().join("ca.pem");
+    let key = unique_name("redis");
+    let output = Output::Text("over TLS".into());
+
+    let trusted = build(&spec(&url, json!({"key": key, "tls_ca_file": ca})));
+    trusted.check().await.expect("PING over TLS with the private CA");
+    let receipt = deliver(trusted.as_ref(), &job(TASK), &output, &new_delivery_id()).await.unwrap();
+    assert_eq!(receipt.response_excerpt.as_deref(), Some("list length 1"));
+
+    let untrusted = build(&spec(&url, json!({"key": key})));
+    let err = deliver(untrusted.as_ref(), &job(TASK), &output, &new_delivery_id())
+        .await
+        .expect_err("a self-signed certificate is not in the built-in roots");
+    assert_eq!(err.class, FailureClass::Permanent, "{err:?}");
+    assert!(err.message.contains(&format!("localhost:{port}")), "{}", err.message);
+    assert!(err.message.contains("tls_ca_file"), "{}", err.message);
+
+    let insecure = build(&spec(&url, json!({"key": key, "tls_insecure": true})));
+    let receipt =
+        deliver(insecure.as_ref(), &job(TASK), &output, &new_delivery_id()).await.unwrap();
+    assert_eq!(receipt.response_excerpt.as_deref(), Some("list length 2"));
+}

@@ -48,12 +48,12 @@
 //! **Outcome.** A delivery succeeds when Redis answered the command: the list length, the
 //! stream entry id, the number of pub/sub receivers (0 is still a success: the server took
 //! it) or the RQ job id is in the receipt. Authentication failures (`NOAUTH`, `WRONGPASS`),
-//! `NOPERM`, `WRONGTYPE` (the key holds another type), other command errors (`ERR`) and
-//! bad rendered names are permanent; connection errors, timeouts, `LOADING`, `BUSY`,
-//! `TRYAGAIN`, `READONLY` (a failover) and `OOM` are retryable. The connection is a
-//! [`redis::aio::ConnectionManager`]: created on first use, shared, and reconnected after
-//! the server restarts. `deliver_batch` sends all records in one pipeline (one round trip)
-//! and reports each record's own result.
+//! `NOPERM`, `WRONGTYPE` (the key holds another type), other command errors (`ERR`), a
+//! server certificate that does not verify and bad rendered names are permanent;
+//! connection errors, timeouts, `LOADING`, `BUSY`, `TRYAGAIN`, `READONLY` (a failover) and
+//! `OOM` are retryable. The connection is a [`redis::aio::ConnectionManager`]: created on
+//! first use, shared, and reconnected after the server restarts. `deliver_batch` sends all
+//! records in one pipeline (one round trip) and reports each record's own result.
 
 pub mod config;
 
@@ -150,6 +150,9 @@ impl RedisDestination {
             ))
         };
         let mut info = cfg.url.expose().into_connection_info().map_err(bad)?;
+        if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+            install_crypto_provider();
+        }
         let mut settings = info.redis_settings().clone();
         if let Some(user) = &cfg.username {
             settings = settings.set_username(user);
@@ -438,6 +441,17 @@ impl RedisDestination {
     }
 }
 
+/// Makes aws-lc-rs the process's rustls provider unless one is installed: the redis client
+/// builds its TLS config with `ClientConfig::builder()`, which panics when the build holds
+/// two providers (ring comes with some other clients) and none was chosen.
+fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // An error means a provider is already installed, which is all we need.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+}
+
 /// The RQ job id for a delivery: the delivery id itself when RQ accepts it (letters,
 /// digits, `_`, `-`), else a hex digest of it, so it is stable across retries.
 pub fn rq_job_id(delivery_id: &str) -> String {
@@ -491,7 +505,10 @@ pub fn classify(e: &redis::RedisError, target: &str) -> DeliveryError {
         "NOAUTH" | "WRONGPASS" | "NOPERM" | "WRONGTYPE" | "ERR" | "EXECABORT" | "NOSCRIPT"
     );
     let retryable_err = code == "ERR" && text.contains("max number of clients");
+    // A certificate the client refuses will be refused again: fix tls_ca_file instead.
+    let bad_certificate = text.contains("invalid peer certificate");
     let permanent = (permanent_code && !retryable_err)
+        || bad_certificate
         || matches!(
             e.kind(),
             ErrorKind::AuthenticationFailed
@@ -502,6 +519,7 @@ pub fn classify(e: &redis::RedisError, target: &str) -> DeliveryError {
         "WRONGTYPE" => " (the key already holds a value of another type)",
         "NOAUTH" | "WRONGPASS" => " (authentication failed: check username and password)",
         "NOPERM" => " (the ACL user may not run this command on this key)",
+        _ if bad_certificate => " (trust its CA with tls_ca_file, or tls_insecure for tests)",
         _ if e.kind() == ErrorKind::AuthenticationFailed => {
             " (authentication failed: check username and password)"
         }
