@@ -19,6 +19,8 @@
 //! - [`mongodb`], [`dynamodb`], [`cassandra`]: NoSQL databases (seed 002 §6), one record per
 //!   delivery keyed by the delivery id.
 //! - [`sql`]: `postgresql`, `mysql` and `sqlite` (shared config, schema, batching, retention).
+//! - `redis` (lists, Python RQ queues, streams, pub/sub) and `elasticsearch` (also `type:
+//!   opensearch`; `_bulk` batches): behind their features.
 //!
 //! This crate does not store anything: durable queues and scheduled retries belong to the
 //! engine; the runner here retries in memory for the one-shot CLI.
@@ -32,6 +34,8 @@ pub mod check;
 pub mod discord;
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
+#[cfg(feature = "elasticsearch")]
+pub mod elasticsearch;
 pub mod error;
 #[cfg(feature = "filesystem")]
 pub mod filesystem;
@@ -47,6 +51,8 @@ pub mod mqtt;
 pub mod nats;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod registry;
 pub mod runner;
 #[cfg(feature = "s3")]

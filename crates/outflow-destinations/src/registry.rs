@@ -88,15 +88,18 @@ const ENTRIES: &[Entry] = &[
     Entry { kind: "mysql", build: crate::sql::mysql::build },
     #[cfg(feature = "sqlite")]
     Entry { kind: "sqlite", build: crate::sql::sqlite::build },
+    #[cfg(feature = "redis")]
+    Entry { kind: "redis", build: crate::redis::build },
+    #[cfg(feature = "elasticsearch")]
+    Entry { kind: "elasticsearch", build: crate::elasticsearch::build },
+    #[cfg(feature = "elasticsearch")]
+    Entry { kind: "opensearch", build: crate::elasticsearch::build_opensearch },
 ];
 
 /// Types on the roadmap (DESIGN.md §2) that this version does not build yet: naming one is a
 /// clear "not supported yet" error rather than "unknown type".
 const PLANNED: &[&str] = &[
     "database",
-    "redis",
-    "elasticsearch",
-    "opensearch",
 ];
 
 /// Keys that widen what a destination may reach. Only the operator's config may set them:
