@@ -15,7 +15,7 @@ if ! command -v cargo >/dev/null 2>&1; then
   if [ -x "$HOME/.cargo/bin/cargo" ]; then
     export PATH="$HOME/.cargo/bin:$PATH"
   else
-    echo "error: cargo not found. Install Rust 1.89 or newer (https://rustup.rs) and re-run." >&2
+    echo "error: cargo not found. Install Rust 1.94 or newer (https://rustup.rs) and re-run." >&2
     exit 1
   fi
 fi

@@ -98,9 +98,7 @@ const ENTRIES: &[Entry] = &[
 
 /// Types on the roadmap (DESIGN.md §2) that this version does not build yet: naming one is a
 /// clear "not supported yet" error rather than "unknown type".
-const PLANNED: &[&str] = &[
-    "database",
-];
+const PLANNED: &[&str] = &["database"];
 
 /// Keys that widen what a destination may reach. Only the operator's config may set them:
 /// a destination submitted through the API (a job's `output_destinations`,

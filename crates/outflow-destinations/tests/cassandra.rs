@@ -2,8 +2,6 @@
 //! the project's `kassandra-peer` test tool, in development and CI; Cassandra or ScyllaDB
 //! work too), read back with the driver as an independent client.
 
-#![cfg(feature = "cassandra")]
-
 mod conformance;
 
 use std::net::SocketAddr;

@@ -2,8 +2,6 @@
 //! development and CI), read back with raw JSON-API requests (`Scan`), not through the
 //! destination. Tables are created by the test with its own `CreateTable` request.
 
-#![cfg(feature = "dynamodb")]
-
 mod conformance;
 
 use std::net::SocketAddr;

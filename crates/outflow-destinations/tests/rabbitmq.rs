@@ -2,7 +2,6 @@
 //! the conformance suite, then exchange types, queue declare + bind, message properties,
 //! unroutable messages and refused credentials. Messages are read back with an independent
 //! lapin connection (`basic_get` from a queue).
-#![cfg(feature = "rabbitmq")]
 
 mod conformance;
 

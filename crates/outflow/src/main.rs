@@ -22,6 +22,10 @@ use crate::cli::{Cli, Command, WebhookCommand};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_level.as_deref(), cli.log_format);
+    // One TLS crypto provider for every client (reqwest, lapin, async-nats, redis, sqlx...):
+    // if a dependency ever brings a second one, rustls could no longer pick a default and
+    // would panic on the first TLS connection. An error means one is installed already.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
