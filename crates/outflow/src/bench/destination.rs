@@ -3,7 +3,9 @@
 //!
 //! The spec comes from `--spec` or, with `--type`, points at the local test peer that
 //! `scripts/services.sh up` starts (its addresses are read from the same variables and
-//! env file the tests use). Records go through [`Destination::deliver_batch`] in batches
+//! env file the tests use); tables, topics, buckets and indexes get a fresh name per run
+//! (s3s-fs creates the bucket on first write; other S3 stores need `--spec` with an existing
+//! bucket). Records go through [`Destination::deliver_batch`] in batches
 //! of `--batch-size`; `--batch-size 1` delivers them one by one, `--concurrency` at a time.
 
 use std::sync::Arc;
@@ -173,6 +175,25 @@ fn peer_spec(kind: &str, name: &str) -> anyhow::Result<Value> {
             "brokers": peer_setting("OUTFLOW_TEST_KAFKA_BROKERS", "127.0.0.1:9092"),
             "topic": name,
         }),
+        "s3" => json!({
+            "type": "s3",
+            "endpoint": peer_setting("OUTFLOW_TEST_S3_URL", "http://127.0.0.1:8014"),
+            "access_key_id": peer_setting("OUTFLOW_TEST_S3_ACCESS_KEY", "AK"),
+            "secret_access_key": peer_setting("OUTFLOW_TEST_S3_SECRET_KEY", "SK"),
+            "region": "us-east-1",
+            "bucket": name.replace('_', "-"),
+            "key": "bench/{{delivery_id}}.json",
+        }),
+        "redis" => json!({
+            "type": "redis",
+            "url": peer_setting("OUTFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379"),
+            "key": name,
+        }),
+        "elasticsearch" => json!({
+            "type": "elasticsearch",
+            "addresses": [peer_setting("OUTFLOW_TEST_ELASTICSEARCH_URL", "http://127.0.0.1:9200")],
+            "index": name,
+        }),
         other => bail!(
             "no built-in peer spec for '{other}'; pass --spec JSON (types with one: {})",
             PEER_SPEC_KINDS.join(", ")
@@ -182,4 +203,5 @@ fn peer_spec(kind: &str, name: &str) -> anyhow::Result<Value> {
 }
 
 /// Types [`peer_spec`] knows.
-const PEER_SPEC_KINDS: &[&str] = &["filesystem", "postgresql", "kafka"];
+const PEER_SPEC_KINDS: &[&str] =
+    &["filesystem", "postgresql", "kafka", "s3", "redis", "elasticsearch"];
