@@ -5,7 +5,7 @@
 //! `scripts/services.sh up` starts (its addresses are read from the same variables and
 //! env file the tests use); tables, topics, buckets and indexes get a fresh name per run
 //! (s3s-fs creates the bucket on first write; other S3 stores need `--spec` with an existing
-//! bucket). Records go through [`Destination::deliver_batch`] in batches
+//! bucket, so the health check before the run is only a warning). Records go through [`Destination::deliver_batch`] in batches
 //! of `--batch-size`; `--batch-size 1` delivers them one by one, `--concurrency` at a time.
 
 use std::sync::Arc;
@@ -48,10 +48,14 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
         let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
         anyhow::anyhow!("the destination spec is invalid:\n{}", lines.join("\n"))
     })?;
-    destination
-        .check()
-        .await
-        .map_err(|e| anyhow::anyhow!("{} is not reachable: {e}", destination.describe()))?;
+    // Advisory: a store that creates the bucket or topic on first write (s3s-fs, tansu)
+    // fails a check that deliveries then pass; a real outage fails the deliveries below.
+    if let Err(e) = destination.check().await {
+        eprintln!(
+            "warning: health check of {} failed ({e}); delivering anyway",
+            destination.describe()
+        );
+    }
 
     let mut job = JobContext::new_now();
     job.task_name = Some("bench".into());
