@@ -1,7 +1,7 @@
 //! What the message-broker destinations ([`crate::rabbitmq`], [`crate::nats`],
 //! [`crate::mqtt`]) share: the `format` key (default `raw`, so a text output travels
-//! byte-exact and a JSON output as its JSON text), the `timeout_seconds` key, templated
-//! `headers`, rendering of templated names, and the deadline every attempt runs under.
+//! byte-exact and a JSON output as its JSON text), templated `headers`, rendering of
+//! templated names, and the deadline every attempt runs under.
 
 use std::future::Future;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use outflow_core::format::{FORMAT_NAMES, OutputFormat};
 use outflow_core::template::Template;
 use serde_json::Value;
 
-use crate::{BuildDefaults, DeliveryError};
+use crate::DeliveryError;
 
 /// The header (AMQP header, NATS header, MQTT user property) that carries the job's uuid.
 pub(crate) const JOB_UUID_HEADER: &str = "outflow-job-uuid";
@@ -32,18 +32,6 @@ pub(crate) fn read_format(r: &mut FieldReader<'_>) -> Option<OutputFormat> {
             r.error(if template.is_some() { "template" } else { "format" }, msg);
             None
         }
-    }
-}
-
-/// `timeout_seconds` (default: the global `output.default_timeout`), greater than zero.
-pub(crate) fn read_timeout(r: &mut FieldReader<'_>, defaults: &BuildDefaults) -> Duration {
-    match r.duration_secs("timeout_seconds") {
-        Some(d) if d.is_zero() => {
-            r.error("timeout_seconds", "must be greater than 0 (seconds, e.g. 30 or \"30s\")");
-            defaults.timeout
-        }
-        Some(d) => d,
-        None => defaults.timeout,
     }
 }
 
@@ -179,14 +167,6 @@ mod tests {
             assert!(read_format(r).is_none());
         });
         assert!(errs[0].message.starts_with("must be one of"), "{}", errs[0].message);
-    }
-
-    #[test]
-    fn timeout_must_be_positive() {
-        let errs = reader_errors(json!({"timeout_seconds": 0}), |r| {
-            read_timeout(r, &BuildDefaults::default());
-        });
-        assert_eq!(errs[0].path, "d.timeout_seconds");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use outflow_core::secret::Secret;
 use serde_json::Value;
 
 use super::index::{IndexName, Rotation};
-use crate::BuildDefaults;
+use crate::{BuildDefaults, common};
 
 /// What a valid address looks like, for messages.
 pub const ADDRESS_EXPECTED: &str =
@@ -209,18 +209,8 @@ impl ElasticsearchConfig {
         }
         let batch_timeout = r.duration_secs("batch_timeout");
 
-        let timeout = match r.duration_secs("timeout_seconds") {
-            Some(d) if d.is_zero() => {
-                r.error("timeout_seconds", "must be greater than 0 (seconds, e.g. 30 or \"30s\")");
-                None
-            }
-            Some(d) => Some(d),
-            None => Some(defaults.timeout),
-        };
-        let retry_policy = match r.raw("retry_policy") {
-            Some(_) => r.retry_policy("retry_policy", &defaults.retry_policy),
-            None => Some(defaults.retry_policy.clone()),
-        };
+        let timeout = common::read_timeout(&mut r, defaults);
+        let retry_policy = common::read_retry_policy(&mut r, defaults);
         let network = parse_network(&mut r, &defaults.network);
 
         let errors = r.finish();
@@ -244,8 +234,8 @@ impl ElasticsearchConfig {
             batch_size,
             bulk_workers,
             batch_timeout,
-            timeout: timeout.ok_or_else(missing)?,
-            retry_policy: retry_policy.ok_or_else(missing)?,
+            timeout,
+            retry_policy,
             network,
         })
     }

@@ -15,7 +15,7 @@ use outflow_core::secret::Secret;
 use outflow_core::template::Template;
 use serde_json::Value;
 
-use crate::BuildDefaults;
+use crate::{BuildDefaults, common};
 
 /// The header carrying the delivery id (identical on every retry), on every record.
 pub const DELIVERY_ID_HEADER: &str = "outflow-delivery-id";
@@ -306,10 +306,7 @@ impl KafkaConfig {
             );
         }
 
-        let retry_policy = match r.raw("retry_policy") {
-            Some(_) => r.retry_policy("retry_policy", &defaults.retry_policy),
-            None => Some(defaults.retry_policy.clone()),
-        };
+        let retry_policy = common::read_retry_policy(&mut r, defaults);
 
         let errors = r.finish();
         match (brokers, compression, max_message_bytes, partition_strategy, acks) {
@@ -334,7 +331,7 @@ impl KafkaConfig {
                     headers,
                     format: format.unwrap_or(OutputFormat::Raw),
                     timeout: timeout.unwrap_or(defaults.timeout),
-                    retry_policy: retry_policy.unwrap_or_else(|| defaults.retry_policy.clone()),
+                    retry_policy,
                 })
             }
             _ if errors.is_empty() => {

@@ -9,8 +9,8 @@ use outflow_core::retry::RetryPolicy;
 use outflow_core::secret::Secret;
 use outflow_core::template::Template;
 
-use crate::BuildDefaults;
 use crate::messaging;
+use crate::{BuildDefaults, common};
 
 const URL_EXPECTED: &str = "a NATS URL such as \"nats://nats:4222\" (tls:// for TLS)";
 
@@ -130,10 +130,8 @@ pub(crate) fn parse(
             None
         }
     });
-    let timeout = messaging::read_timeout(&mut r, defaults);
-    let retry_policy = r
-        .retry_policy("retry_policy", &defaults.retry_policy)
-        .unwrap_or_else(|| defaults.retry_policy.clone());
+    let timeout = common::read_timeout(&mut r, defaults);
+    let retry_policy = common::read_retry_policy(&mut r, defaults);
 
     let errors = r.finish();
     match (subject, format) {

@@ -14,7 +14,7 @@ use outflow_core::retry::RetryPolicy;
 use outflow_core::secret::Secret;
 use outflow_core::template::Template;
 
-use crate::BuildDefaults;
+use crate::{BuildDefaults, common};
 
 /// What a valid `url` looks like, for messages.
 pub const URL_EXPECTED: &str =
@@ -231,18 +231,8 @@ impl RedisConfig {
             }
         }
 
-        let timeout = match r.duration_secs("timeout_seconds") {
-            Some(d) if d.is_zero() => {
-                r.error("timeout_seconds", "must be greater than 0 (seconds, e.g. 30 or \"30s\")");
-                None
-            }
-            Some(d) => Some(d),
-            None => Some(defaults.timeout),
-        };
-        let retry_policy = match r.raw("retry_policy") {
-            Some(_) => r.retry_policy("retry_policy", &defaults.retry_policy),
-            None => Some(defaults.retry_policy.clone()),
-        };
+        let timeout = common::read_timeout(&mut r, defaults);
+        let retry_policy = common::read_retry_policy(&mut r, defaults);
 
         let errors = r.finish();
         if !errors.is_empty() {
@@ -272,8 +262,8 @@ impl RedisConfig {
             envelope: envelope.unwrap_or(matches!(mode, Mode::List | Mode::PubSub)),
             format,
             rq,
-            timeout: timeout.ok_or_else(missing)?,
-            retry_policy: retry_policy.ok_or_else(missing)?,
+            timeout,
+            retry_policy,
         })
     }
 

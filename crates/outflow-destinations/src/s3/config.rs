@@ -12,7 +12,7 @@ use outflow_core::template::Template;
 use serde_json::Value;
 
 use super::key::{PartitionFormat, Partitioning};
-use crate::BuildDefaults;
+use crate::{BuildDefaults, common};
 
 /// The smallest part S3 accepts (every part but the last).
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -260,17 +260,8 @@ pub(crate) fn parse(
         }
     }
 
-    let timeout = match r.duration_secs("timeout_seconds") {
-        Some(d) if d.is_zero() => {
-            r.error("timeout_seconds", "must be greater than 0 (seconds, e.g. 30 or \"30s\")");
-            defaults.timeout
-        }
-        Some(d) => d,
-        None => defaults.timeout,
-    };
-    let retry_policy = r
-        .retry_policy("retry_policy", &defaults.retry_policy)
-        .unwrap_or_else(|| defaults.retry_policy.clone());
+    let timeout = common::read_timeout(&mut r, defaults);
+    let retry_policy = common::read_retry_policy(&mut r, defaults);
 
     let errors = r.finish();
     match (bucket, key, format, credentials) {

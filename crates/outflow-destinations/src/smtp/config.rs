@@ -15,7 +15,7 @@ use outflow_core::secret::Secret;
 use outflow_core::template::Template;
 use serde_json::Value;
 
-use crate::BuildDefaults;
+use crate::{BuildDefaults, common};
 
 /// How the connection to the server is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,22 +266,13 @@ impl SmtpConfig {
             None => DEFAULT_MAX_INLINE_BYTES,
         };
 
-        let timeout = match r.duration_secs("timeout_seconds") {
-            Some(d) if d.is_zero() => {
-                r.error("timeout_seconds", "must be greater than 0 (seconds, e.g. 30 or \"30s\")");
-                None
-            }
-            Some(d) => Some(d),
-            None => Some(defaults.timeout),
-        };
+        let timeout = common::read_timeout(&mut r, defaults);
 
-        let retry_policy = r
-            .retry_policy("retry_policy", &defaults.retry_policy)
-            .unwrap_or_else(|| defaults.retry_policy.clone());
+        let retry_policy = common::read_retry_policy(&mut r, defaults);
 
         let errors = r.finish();
-        match (host, security, port, from, subject, timeout) {
-            (Some(host), Some(security), Some(port), Some(from), Some(subject), Some(timeout))
+        match (host, security, port, from, subject) {
+            (Some(host), Some(security), Some(port), Some(from), Some(subject))
                 if errors.is_empty() =>
             {
                 Ok(SmtpConfig {

@@ -17,7 +17,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use serde_json::Value;
 
 use super::auth::{Auth, headers};
-use crate::BuildDefaults;
+use crate::{BuildDefaults, common};
 
 /// The methods a webhook may use.
 pub const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
@@ -147,14 +147,7 @@ impl WebhookConfig {
         }
         .map(|m| Method::from_bytes(m.as_bytes()).expect("listed methods are valid"));
 
-        let timeout = match r.duration_secs("timeout_seconds") {
-            Some(d) if d.is_zero() => {
-                r.error("timeout_seconds", "must be greater than 0 (seconds, e.g. 30 or \"30s\")");
-                None
-            }
-            Some(d) => Some(d),
-            None => Some(defaults.timeout),
-        };
+        let timeout = common::read_timeout(&mut r, defaults);
 
         let content_type = match r.string("content_type") {
             Some(ct) => match HeaderValue::from_str(&ct) {
@@ -172,10 +165,7 @@ impl WebhookConfig {
 
         let format = Self::parse_format(&mut r);
 
-        let retry_policy = match r.raw("retry_policy") {
-            Some(_) => r.retry_policy("retry_policy", &defaults.retry_policy),
-            None => Some(defaults.retry_policy.clone()),
-        };
+        let retry_policy = common::read_retry_policy(&mut r, defaults);
 
         let retry_on_status: Option<Vec<u16>> =
             r.optional("retry_on_status", "a list of HTTP status codes, e.g. [429, 503]");
@@ -214,10 +204,10 @@ impl WebhookConfig {
             origin_vars: origin_vars.ok_or_else(missing)?,
             method: method.ok_or_else(missing)?,
             headers,
-            timeout: timeout.ok_or_else(missing)?,
+            timeout,
             content_type: content_type.ok_or_else(missing)?,
             format,
-            retry_policy: retry_policy.ok_or_else(missing)?,
+            retry_policy,
             retry_on_status,
             network,
             auth,

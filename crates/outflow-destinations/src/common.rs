@@ -1,0 +1,100 @@
+//! Config keys that every destination reads the same way: `timeout_seconds` and
+//! `retry_policy`, both defaulting to the global settings in [`BuildDefaults`].
+
+use std::time::Duration;
+
+use outflow_core::config::FieldReader;
+use outflow_core::retry::RetryPolicy;
+
+use crate::BuildDefaults;
+
+/// `timeout_seconds` (default: the global `output.default_timeout`), greater than zero.
+/// A zero is reported as an error on `r` (so the parse fails); the default is returned
+/// only to let parsing go on and collect every other error.
+#[cfg(any(
+    feature = "webhook",
+    feature = "s3",
+    feature = "smtp",
+    feature = "rabbitmq",
+    feature = "nats",
+    feature = "mqtt",
+    feature = "mongodb",
+    feature = "dynamodb",
+    feature = "cassandra",
+    feature = "postgresql",
+    feature = "mysql",
+    feature = "sqlite",
+    feature = "redis",
+    feature = "elasticsearch"
+))]
+pub(crate) fn read_timeout(r: &mut FieldReader<'_>, defaults: &BuildDefaults) -> Duration {
+    match r.duration_secs("timeout_seconds") {
+        Some(d) if d.is_zero() => {
+            r.error("timeout_seconds", "must be greater than 0 (seconds, e.g. 30 or \"30s\")");
+            defaults.timeout
+        }
+        Some(d) => d,
+        None => defaults.timeout,
+    }
+}
+
+/// `retry_policy` (missing keys, or the whole block, default to the global policy). An
+/// invalid block is reported as errors on `r` (so the parse fails); the default is
+/// returned only to let parsing go on.
+pub(crate) fn read_retry_policy(r: &mut FieldReader<'_>, defaults: &BuildDefaults) -> RetryPolicy {
+    r.retry_policy("retry_policy", &defaults.retry_policy)
+        .unwrap_or_else(|| defaults.retry_policy.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outflow_core::config::ConfigError;
+    use serde_json::{Value, json};
+
+    fn reader_errors(fields: Value, f: impl FnOnce(&mut FieldReader<'_>)) -> Vec<ConfigError> {
+        let map = fields.as_object().unwrap().clone();
+        let mut r = FieldReader::new(&map, "d");
+        f(&mut r);
+        r.finish()
+    }
+
+    #[cfg(feature = "webhook")]
+    #[test]
+    fn timeout_defaults_and_must_be_positive() {
+        let defaults = BuildDefaults::default();
+        let errs = reader_errors(json!({"timeout_seconds": 0}), |r| {
+            read_timeout(r, &defaults);
+        });
+        assert_eq!(errs[0].path, "d.timeout_seconds");
+        let errs = reader_errors(json!({}), |r| {
+            assert_eq!(read_timeout(r, &defaults), defaults.timeout);
+        });
+        assert!(errs.is_empty());
+        let errs = reader_errors(json!({"timeout_seconds": "5s"}), |r| {
+            assert_eq!(read_timeout(r, &defaults), Duration::from_secs(5));
+        });
+        assert!(errs.is_empty());
+    }
+
+    #[test]
+    fn retry_policy_defaults_and_is_checked() {
+        let defaults = BuildDefaults::default();
+        let errs = reader_errors(json!({}), |r| {
+            assert_eq!(read_retry_policy(r, &defaults), defaults.retry_policy);
+        });
+        assert!(errs.is_empty());
+        let errs = reader_errors(json!({"retry_policy": {"max_attempts": 2}}), |r| {
+            assert_eq!(read_retry_policy(r, &defaults).max_attempts, 2);
+        });
+        assert!(errs.is_empty());
+        let errs = reader_errors(json!({"retry_policy": {"max_attempts": 0}}), |r| {
+            read_retry_policy(r, &defaults);
+        });
+        assert_eq!(errs[0].path, "d.retry_policy.max_attempts");
+        let errs = reader_errors(json!({"retry_policy": 3}), |r| {
+            read_retry_policy(r, &defaults);
+        });
+        assert_eq!(errs[0].path, "d.retry_policy");
+    }
+}
