@@ -1,9 +1,14 @@
-//! Config keys that every destination reads the same way: `timeout_seconds` and
-//! `retry_policy`, both defaulting to the global settings in [`BuildDefaults`].
+//! Config keys that destinations read the same way: `timeout_seconds` and `retry_policy`
+//! (every destination), both defaulting to the global settings in [`BuildDefaults`], and
+//! the network policy keys of the HTTP destinations.
 
 use std::time::Duration;
 
+#[cfg(any(feature = "webhook", feature = "s3", feature = "elasticsearch"))]
+use outflow_core::config::ConfigError;
 use outflow_core::config::FieldReader;
+#[cfg(any(feature = "webhook", feature = "s3", feature = "elasticsearch"))]
+use outflow_core::netpolicy::{HostRule, NetworkPolicy};
 use outflow_core::retry::RetryPolicy;
 
 use crate::BuildDefaults;
@@ -44,6 +49,34 @@ pub(crate) fn read_timeout(r: &mut FieldReader<'_>, defaults: &BuildDefaults) ->
 pub(crate) fn read_retry_policy(r: &mut FieldReader<'_>, defaults: &BuildDefaults) -> RetryPolicy {
     r.retry_policy("retry_policy", &defaults.retry_policy)
         .unwrap_or_else(|| defaults.retry_policy.clone())
+}
+
+/// `allow_private_networks` and `allowed_hosts` on top of the global policy (operator-only
+/// keys: the registry refuses them from API clients). `example_host` makes the expected
+/// value concrete in the error message (e.g. `"hooks.internal"`).
+#[cfg(any(feature = "webhook", feature = "s3", feature = "elasticsearch"))]
+pub(crate) fn read_network(
+    r: &mut FieldReader<'_>,
+    global: &NetworkPolicy,
+    example_host: &str,
+) -> NetworkPolicy {
+    let mut policy = global.clone();
+    if r.bool("allow_private_networks") == Some(true) {
+        policy.allow_private_networks = true;
+    }
+    let expected =
+        format!("a list of host names or CIDRs, e.g. [\"{example_host}\", \"10.0.0.0/8\"]");
+    let hosts: Option<Vec<String>> = r.optional("allowed_hosts", &expected);
+    for (i, h) in hosts.iter().flatten().enumerate() {
+        match HostRule::parse(h) {
+            Ok(rule) => policy.allowed_hosts.push(rule),
+            Err(msg) => {
+                let at = format!("{}[{i}]", r.path_of("allowed_hosts"));
+                r.extend([ConfigError::new(at, msg)]);
+            }
+        }
+    }
+    policy
 }
 
 #[cfg(test)]

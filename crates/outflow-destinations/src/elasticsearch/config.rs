@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use outflow_core::config::{ConfigError, DestinationSpec, FieldReader};
-use outflow_core::netpolicy::{HostRule, NetworkPolicy};
+use outflow_core::netpolicy::NetworkPolicy;
 use outflow_core::retry::RetryPolicy;
 use outflow_core::secret::Secret;
 use serde_json::Value;
@@ -211,7 +211,7 @@ impl ElasticsearchConfig {
 
         let timeout = common::read_timeout(&mut r, defaults);
         let retry_policy = common::read_retry_policy(&mut r, defaults);
-        let network = parse_network(&mut r, &defaults.network);
+        let network = common::read_network(&mut r, &defaults.network, "search.internal");
 
         let errors = r.finish();
         if !errors.is_empty() {
@@ -305,29 +305,6 @@ impl ElasticsearchConfig {
         }
         (out.len() == list.len()).then_some(out)
     }
-}
-
-/// `allow_private_networks` and `allowed_hosts` on top of the global policy, as webhooks
-/// read them.
-fn parse_network(r: &mut FieldReader<'_>, global: &NetworkPolicy) -> NetworkPolicy {
-    let mut policy = global.clone();
-    if r.bool("allow_private_networks") == Some(true) {
-        policy.allow_private_networks = true;
-    }
-    let hosts: Option<Vec<String>> = r.optional(
-        "allowed_hosts",
-        "a list of host names or CIDRs, e.g. [\"search.internal\", \"10.0.0.0/8\"]",
-    );
-    for (i, h) in hosts.iter().flatten().enumerate() {
-        match HostRule::parse(h) {
-            Ok(rule) => policy.allowed_hosts.push(rule),
-            Err(msg) => {
-                let at = format!("{}[{i}]", r.path_of("allowed_hosts"));
-                r.extend([ConfigError::new(at, msg)]);
-            }
-        }
-    }
-    policy
 }
 
 #[cfg(test)]

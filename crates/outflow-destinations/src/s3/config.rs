@@ -5,7 +5,7 @@ use std::time::Duration;
 use outflow_core::compression::{COMPRESSION_NAMES, Compression};
 use outflow_core::config::{ConfigError, DestinationSpec, FieldReader};
 use outflow_core::format::{FORMAT_NAMES, OutputFormat};
-use outflow_core::netpolicy::{HostRule, NetworkPolicy};
+use outflow_core::netpolicy::NetworkPolicy;
 use outflow_core::retry::RetryPolicy;
 use outflow_core::secret::Secret;
 use outflow_core::template::Template;
@@ -159,7 +159,7 @@ pub(crate) fn parse(
             None
         }
     });
-    let network = parse_network(&mut r, &defaults.network);
+    let network = common::read_network(&mut r, &defaults.network, "minio.internal");
     if let Some(e) = &endpoint
         && let Ok(url) = url::Url::parse(e)
         && let Some(host) = url.host()
@@ -326,29 +326,6 @@ fn validate_endpoint(endpoint: &str) -> Result<String, String> {
         return Err("must not carry credentials; use access_key_id and secret_access_key".into());
     }
     Ok(endpoint.trim_end_matches('/').to_string())
-}
-
-/// `allow_private_networks` / `allowed_hosts` on top of the global policy (operator-only
-/// keys: the registry refuses them from API clients).
-fn parse_network(r: &mut FieldReader<'_>, global: &NetworkPolicy) -> NetworkPolicy {
-    let mut policy = global.clone();
-    if r.bool("allow_private_networks") == Some(true) {
-        policy.allow_private_networks = true;
-    }
-    let hosts: Option<Vec<String>> = r.optional(
-        "allowed_hosts",
-        "a list of host names or CIDRs, e.g. [\"minio.internal\", \"10.0.0.0/8\"]",
-    );
-    for (i, h) in hosts.iter().flatten().enumerate() {
-        match HostRule::parse(h) {
-            Ok(rule) => policy.allowed_hosts.push(rule),
-            Err(msg) => {
-                let at = format!("{}[{i}]", r.path_of("allowed_hosts"));
-                r.extend([ConfigError::new(at, msg)]);
-            }
-        }
-    }
-    policy
 }
 
 fn parse_credentials(r: &mut FieldReader<'_>) -> Option<Credentials> {

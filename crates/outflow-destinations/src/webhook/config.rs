@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use outflow_core::config::{ConfigError, DestinationSpec, FieldReader};
 use outflow_core::format::{FORMAT_NAMES, OutputFormat};
-use outflow_core::netpolicy::{HostRule, NetworkPolicy};
+use outflow_core::netpolicy::NetworkPolicy;
 use outflow_core::retry::RetryPolicy;
 use outflow_core::template::{Template, TemplateError, VarSource};
 use reqwest::Method;
@@ -181,7 +181,7 @@ impl WebhookConfig {
             }
         }
 
-        let network = Self::parse_network(&mut r, &defaults.network);
+        let network = common::read_network(&mut r, &defaults.network, "hooks.internal");
 
         let auth = match r.child("auth") {
             Some(child) => {
@@ -230,29 +230,6 @@ impl WebhookConfig {
                 None
             }
         }
-    }
-
-    /// `allow_private_networks` and `allowed_hosts` on top of the global policy (presets
-    /// read them too).
-    pub(crate) fn parse_network(r: &mut FieldReader<'_>, global: &NetworkPolicy) -> NetworkPolicy {
-        let mut policy = global.clone();
-        if r.bool("allow_private_networks") == Some(true) {
-            policy.allow_private_networks = true;
-        }
-        let hosts: Option<Vec<String>> = r.optional(
-            "allowed_hosts",
-            "a list of host names or CIDRs, e.g. [\"hooks.internal\", \"10.0.0.0/8\"]",
-        );
-        for (i, h) in hosts.iter().flatten().enumerate() {
-            match HostRule::parse(h) {
-                Ok(rule) => policy.allowed_hosts.push(rule),
-                Err(msg) => {
-                    let at = format!("{}[{i}]", r.path_of("allowed_hosts"));
-                    r.extend([ConfigError::new(at, msg)]);
-                }
-            }
-        }
-        policy
     }
 
     fn parse_headers(r: &mut FieldReader<'_>, auth: Option<&Auth>) -> Vec<(HeaderName, Template)> {

@@ -68,7 +68,7 @@ pub(crate) fn read_transport(
 
     let timeout = common::read_timeout(r, defaults);
     let retry_policy = common::read_retry_policy(r, defaults);
-    let network = WebhookConfig::parse_network(r, &defaults.network);
+    let network = common::read_network(r, &defaults.network, "hooks.internal");
 
     Some(WebhookConfig {
         url: url?,
