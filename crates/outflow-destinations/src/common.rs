@@ -79,6 +79,51 @@ pub(crate) fn read_network(
     policy
 }
 
+/// Helpers for the config unit tests of the destinations (each is compiled with the
+/// destinations that use it).
+#[cfg(test)]
+pub(crate) mod test_support {
+    use outflow_core::config::ConfigError;
+
+    /// Config errors as `(path, message)` pairs, to assert on.
+    #[cfg(any(
+        feature = "elasticsearch",
+        feature = "redis",
+        feature = "postgresql",
+        feature = "mysql",
+        feature = "sqlite",
+        feature = "kafka",
+        feature = "smtp",
+        feature = "s3",
+        feature = "cassandra",
+        feature = "dynamodb",
+        feature = "mongodb",
+        feature = "slack",
+        feature = "discord"
+    ))]
+    pub(crate) fn pairs(errs: Vec<ConfigError>) -> Vec<(String, String)> {
+        errs.into_iter().map(|e| (e.path, e.message)).collect()
+    }
+
+    /// Whether one of `errs` is at `path` and its message contains `phrase`.
+    #[cfg(any(
+        feature = "elasticsearch",
+        feature = "redis",
+        feature = "postgresql",
+        feature = "mysql",
+        feature = "sqlite"
+    ))]
+    pub(crate) fn has(errs: &[(String, String)], path: &str, phrase: &str) -> bool {
+        errs.iter().any(|(p, m)| p == path && m.contains(phrase))
+    }
+
+    /// The paths of `errs`, in order.
+    #[cfg(any(feature = "rabbitmq", feature = "nats", feature = "mqtt"))]
+    pub(crate) fn paths(errs: &[ConfigError]) -> Vec<&str> {
+        errs.iter().map(|e| e.path.as_str()).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

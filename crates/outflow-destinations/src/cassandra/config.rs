@@ -155,12 +155,12 @@ pub fn parse(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::test_support::pairs;
     use serde_json::{Value, json};
 
     fn parsed(body: Value) -> Result<CassandraConfig, Vec<(String, String)>> {
         let spec = DestinationSpec::from_value(&body, "d").unwrap();
-        parse(&spec, &BuildDefaults::default(), "d")
-            .map_err(|errs| errs.into_iter().map(|e| (e.path, e.message)).collect())
+        parse(&spec, &BuildDefaults::default(), "d").map_err(pairs)
     }
 
     fn base() -> Value {

@@ -310,6 +310,7 @@ impl ElasticsearchConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::test_support::{has, pairs};
     use serde_json::json;
 
     fn parse(v: Value) -> Result<ElasticsearchConfig, Vec<ConfigError>> {
@@ -318,11 +319,7 @@ mod tests {
     }
 
     fn errors(v: Value) -> Vec<(String, String)> {
-        parse(v).unwrap_err().into_iter().map(|e| (e.path, e.message)).collect()
-    }
-
-    fn has(errs: &[(String, String)], path: &str, phrase: &str) -> bool {
-        errs.iter().any(|(p, m)| p == path && m.contains(phrase))
+        pairs(parse(v).unwrap_err())
     }
 
     #[test]

@@ -702,6 +702,7 @@ fn parse_format(r: &mut FieldReader<'_>) -> Option<OutputFormat> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::test_support::pairs;
     use serde_json::json;
 
     fn parse(value: Value) -> Result<KafkaConfig, Vec<ConfigError>> {
@@ -712,7 +713,7 @@ mod tests {
     }
 
     fn errors(value: Value) -> Vec<(String, String)> {
-        parse(value).unwrap_err().into_iter().map(|e| (e.path, e.message)).collect()
+        pairs(parse(value).unwrap_err())
     }
 
     fn error_at(value: Value, path: &str) -> String {

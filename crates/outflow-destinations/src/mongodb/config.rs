@@ -130,13 +130,14 @@ pub fn parse(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::test_support::pairs;
     use serde_json::{Value, json};
 
     fn errors(body: Value) -> Vec<(String, String)> {
         let spec = DestinationSpec::from_value(&body, "d").unwrap();
         match parse(&spec, &BuildDefaults::default(), "d") {
             Ok(_) => Vec::new(),
-            Err(errs) => errs.into_iter().map(|e| (e.path, e.message)).collect(),
+            Err(errs) => pairs(errs),
         }
     }
 

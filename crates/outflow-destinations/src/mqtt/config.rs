@@ -247,6 +247,7 @@ pub(crate) fn check_topic(topic: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::test_support::paths;
     use serde_json::{Value, json};
 
     fn errors(v: Value) -> Vec<ConfigError> {
@@ -257,10 +258,6 @@ mod tests {
     fn ok(v: Value) -> MqttConfig {
         let spec = DestinationSpec::from_value(&v, "d").unwrap();
         parse(&spec, &BuildDefaults::default(), "d").unwrap()
-    }
-
-    fn paths(errs: &[ConfigError]) -> Vec<&str> {
-        errs.iter().map(|e| e.path.as_str()).collect()
     }
 
     #[test]

@@ -252,6 +252,7 @@ pub(crate) fn check_stream_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::test_support::paths;
     use serde_json::{Value, json};
 
     fn errors(v: Value) -> Vec<ConfigError> {
@@ -262,10 +263,6 @@ mod tests {
     fn ok(v: Value) -> NatsConfig {
         let spec = DestinationSpec::from_value(&v, "d").unwrap();
         parse(&spec, &BuildDefaults::default(), "d").unwrap()
-    }
-
-    fn paths(errs: &[ConfigError]) -> Vec<&str> {
-        errs.iter().map(|e| e.path.as_str()).collect()
     }
 
     #[test]

@@ -178,6 +178,7 @@ fn head(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::test_support::paths as errors_paths;
     use serde_json::{Value, json};
 
     fn errors(v: Value) -> Vec<ConfigError> {
@@ -268,10 +269,6 @@ mod tests {
             ]
         );
         assert!(errs[5].message.contains("did you mean 'persistent'"), "{}", errs[5].message);
-    }
-
-    fn errors_paths(errs: &[ConfigError]) -> Vec<&str> {
-        errs.iter().map(|e| e.path.as_str()).collect()
     }
 
     #[test]

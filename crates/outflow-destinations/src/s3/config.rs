@@ -484,6 +484,7 @@ fn read_format(r: &mut FieldReader<'_>) -> Option<OutputFormat> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::test_support::pairs;
     use serde_json::json;
 
     fn parse_json(v: Value) -> Result<S3Config, Vec<ConfigError>> {
@@ -494,7 +495,7 @@ mod tests {
     }
 
     fn errors(v: Value) -> Vec<(String, String)> {
-        parse_json(v).unwrap_err().into_iter().map(|e| (e.path, e.message)).collect()
+        pairs(parse_json(v).unwrap_err())
     }
 
     fn one_error(v: Value) -> (String, String) {

@@ -301,17 +301,14 @@ fn escape_text(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::test_support::pairs;
     use serde_json::json;
 
     fn errors(v: Value) -> Vec<(String, String)> {
         let mut v = v;
         v["type"] = json!("slack");
         let spec = DestinationSpec::from_value(&v, "d").unwrap();
-        build(&spec, &BuildDefaults::default(), "d")
-            .unwrap_err()
-            .into_iter()
-            .map(|e| (e.path, e.message))
-            .collect()
+        pairs(build(&spec, &BuildDefaults::default(), "d").unwrap_err())
     }
 
     #[test]

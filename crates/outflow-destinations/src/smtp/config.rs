@@ -389,6 +389,7 @@ fn check_static_address(r: &mut FieldReader<'_>, key: &str, t: &Template) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::test_support::pairs;
     use serde_json::json;
 
     fn parse(v: Value) -> Result<SmtpConfig, Vec<ConfigError>> {
@@ -399,7 +400,7 @@ mod tests {
     }
 
     fn errors(v: Value) -> Vec<(String, String)> {
-        parse(v).unwrap_err().into_iter().map(|e| (e.path, e.message)).collect()
+        pairs(parse(v).unwrap_err())
     }
 
     fn minimal() -> Value {

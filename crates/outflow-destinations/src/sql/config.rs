@@ -448,6 +448,7 @@ impl SqlConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::test_support::{has, pairs};
     use serde_json::json;
 
     fn parse(v: Value, dialect: Dialect) -> Result<SqlConfig, Vec<ConfigError>> {
@@ -456,11 +457,7 @@ mod tests {
     }
 
     fn errors(v: Value, dialect: Dialect) -> Vec<(String, String)> {
-        parse(v, dialect).unwrap_err().into_iter().map(|e| (e.path, e.message)).collect()
-    }
-
-    fn has(errs: &[(String, String)], path: &str, needle: &str) -> bool {
-        errs.iter().any(|(p, m)| p == path && m.contains(needle))
+        pairs(parse(v, dialect).unwrap_err())
     }
 
     #[test]
