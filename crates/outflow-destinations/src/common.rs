@@ -2,8 +2,6 @@
 //! (every destination), both defaulting to the global settings in [`BuildDefaults`], and
 //! the network policy keys of the HTTP destinations.
 
-use std::time::Duration;
-
 #[cfg(any(feature = "webhook", feature = "s3", feature = "elasticsearch"))]
 use outflow_core::config::ConfigError;
 use outflow_core::config::FieldReader;
@@ -32,7 +30,10 @@ use crate::BuildDefaults;
     feature = "redis",
     feature = "elasticsearch"
 ))]
-pub(crate) fn read_timeout(r: &mut FieldReader<'_>, defaults: &BuildDefaults) -> Duration {
+pub(crate) fn read_timeout(
+    r: &mut FieldReader<'_>,
+    defaults: &BuildDefaults,
+) -> std::time::Duration {
     match r.duration_secs("timeout_seconds") {
         Some(d) if d.is_zero() => {
             r.error("timeout_seconds", "must be greater than 0 (seconds, e.g. 30 or \"30s\")");
@@ -83,8 +84,6 @@ pub(crate) fn read_network(
 /// destinations that use it).
 #[cfg(test)]
 pub(crate) mod test_support {
-    use outflow_core::config::ConfigError;
-
     /// Config errors as `(path, message)` pairs, to assert on.
     #[cfg(any(
         feature = "elasticsearch",
@@ -101,7 +100,7 @@ pub(crate) mod test_support {
         feature = "slack",
         feature = "discord"
     ))]
-    pub(crate) fn pairs(errs: Vec<ConfigError>) -> Vec<(String, String)> {
+    pub(crate) fn pairs(errs: Vec<outflow_core::config::ConfigError>) -> Vec<(String, String)> {
         errs.into_iter().map(|e| (e.path, e.message)).collect()
     }
 
@@ -119,7 +118,7 @@ pub(crate) mod test_support {
 
     /// The paths of `errs`, in order.
     #[cfg(any(feature = "rabbitmq", feature = "nats", feature = "mqtt"))]
-    pub(crate) fn paths(errs: &[ConfigError]) -> Vec<&str> {
+    pub(crate) fn paths(errs: &[outflow_core::config::ConfigError]) -> Vec<&str> {
         errs.iter().map(|e| e.path.as_str()).collect()
     }
 }
@@ -150,7 +149,7 @@ mod tests {
         });
         assert!(errs.is_empty());
         let errs = reader_errors(json!({"timeout_seconds": "5s"}), |r| {
-            assert_eq!(read_timeout(r, &defaults), Duration::from_secs(5));
+            assert_eq!(read_timeout(r, &defaults), std::time::Duration::from_secs(5));
         });
         assert!(errs.is_empty());
     }
