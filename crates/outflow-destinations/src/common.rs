@@ -1,10 +1,21 @@
 //! Config keys that destinations read the same way: `timeout_seconds` and `retry_policy`
-//! (every destination), both defaulting to the global settings in [`BuildDefaults`], and
-//! the network policy keys of the HTTP destinations.
+//! (every destination), both defaulting to the global settings in [`BuildDefaults`],
+//! `format`/`template` (two flavours: default `raw`, or optional), and the network policy
+//! keys of the HTTP destinations.
 
 #[cfg(any(feature = "webhook", feature = "s3", feature = "elasticsearch"))]
 use outflow_core::config::ConfigError;
 use outflow_core::config::FieldReader;
+#[cfg(any(
+    feature = "rabbitmq",
+    feature = "nats",
+    feature = "mqtt",
+    feature = "kafka",
+    feature = "webhook",
+    feature = "redis",
+    feature = "smtp"
+))]
+use outflow_core::format::{FORMAT_NAMES, OutputFormat};
 #[cfg(any(feature = "webhook", feature = "s3", feature = "elasticsearch"))]
 use outflow_core::netpolicy::{HostRule, NetworkPolicy};
 use outflow_core::retry::RetryPolicy;
@@ -80,10 +91,63 @@ pub(crate) fn read_network(
     policy
 }
 
+/// `format` (default `raw`, so a text output travels byte-exact and a JSON output as its
+/// JSON text) and, for `format: template`, the `template` text.
+#[cfg(any(feature = "rabbitmq", feature = "nats", feature = "mqtt", feature = "kafka"))]
+pub(crate) fn read_format_default_raw(r: &mut FieldReader<'_>) -> Option<OutputFormat> {
+    let given = r.raw("format").is_some();
+    let name = if given { r.one_of("format", FORMAT_NAMES) } else { Some("raw") };
+    let template = r.string("template");
+    if template.is_some() && name.is_some_and(|n| n != "template") {
+        r.error("template", "is only used with format: template");
+        return None;
+    }
+    match OutputFormat::parse(name?, template.as_deref()) {
+        Ok(f) => Some(f),
+        Err(msg) => {
+            r.error(if template.is_some() { "template" } else { "format" }, msg);
+            None
+        }
+    }
+}
+
+/// `format` (optional: `None` when absent) and, for `format: template`, the `template`
+/// text. When `format` itself is invalid, one error about it is enough.
+#[cfg(any(feature = "webhook", feature = "redis", feature = "smtp"))]
+pub(crate) fn read_optional_format(r: &mut FieldReader<'_>) -> Option<OutputFormat> {
+    let given = r.raw("format").is_some();
+    let name = if given { r.one_of("format", FORMAT_NAMES) } else { None };
+    let template = r.string("template");
+    if template.is_some() && name != Some("template") && (name.is_some() || !given) {
+        r.error("template", "is only used with format: template");
+    }
+    match OutputFormat::parse(name?, template.as_deref()) {
+        Ok(f) => Some(f),
+        Err(msg) => {
+            r.error(if template.is_some() { "template" } else { "format" }, msg);
+            None
+        }
+    }
+}
+
 /// Helpers for the config unit tests of the destinations (each is compiled with the
 /// destinations that use it).
 #[cfg(test)]
 pub(crate) mod test_support {
+    use outflow_core::config::{ConfigError, FieldReader};
+    use serde_json::Value;
+
+    /// The errors `f` records when it reads `fields` (a JSON mapping) at path `d`.
+    pub(crate) fn reader_errors(
+        fields: Value,
+        f: impl FnOnce(&mut FieldReader<'_>),
+    ) -> Vec<ConfigError> {
+        let map = fields.as_object().expect("a JSON mapping").clone();
+        let mut r = FieldReader::new(&map, "d");
+        f(&mut r);
+        r.finish()
+    }
+
     /// Config errors as `(path, message)` pairs, to assert on.
     #[cfg(any(
         feature = "elasticsearch",
@@ -100,7 +164,7 @@ pub(crate) mod test_support {
         feature = "slack",
         feature = "discord"
     ))]
-    pub(crate) fn pairs(errs: Vec<outflow_core::config::ConfigError>) -> Vec<(String, String)> {
+    pub(crate) fn pairs(errs: Vec<ConfigError>) -> Vec<(String, String)> {
         errs.into_iter().map(|e| (e.path, e.message)).collect()
     }
 
@@ -118,22 +182,35 @@ pub(crate) mod test_support {
 
     /// The paths of `errs`, in order.
     #[cfg(any(feature = "rabbitmq", feature = "nats", feature = "mqtt"))]
-    pub(crate) fn paths(errs: &[outflow_core::config::ConfigError]) -> Vec<&str> {
+    pub(crate) fn paths(errs: &[ConfigError]) -> Vec<&str> {
         errs.iter().map(|e| e.path.as_str()).collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::test_support::reader_errors;
     use super::*;
-    use outflow_core::config::ConfigError;
-    use serde_json::{Value, json};
+    use serde_json::json;
 
-    fn reader_errors(fields: Value, f: impl FnOnce(&mut FieldReader<'_>)) -> Vec<ConfigError> {
-        let map = fields.as_object().unwrap().clone();
+    #[cfg(any(feature = "rabbitmq", feature = "nats", feature = "mqtt", feature = "kafka"))]
+    #[test]
+    fn format_defaults_to_raw_and_checks_template() {
+        let map = serde_json::Map::new();
         let mut r = FieldReader::new(&map, "d");
-        f(&mut r);
-        r.finish()
+        assert_eq!(read_format_default_raw(&mut r).unwrap().name(), "raw");
+        let errs = reader_errors(json!({"format": "json", "template": "x"}), |r| {
+            assert!(read_format_default_raw(r).is_none());
+        });
+        assert_eq!(errs[0].path, "d.template");
+        let errs = reader_errors(json!({"format": "template"}), |r| {
+            assert!(read_format_default_raw(r).is_none());
+        });
+        assert_eq!(errs[0].path, "d.format");
+        let errs = reader_errors(json!({"format": "pdf"}), |r| {
+            assert!(read_format_default_raw(r).is_none());
+        });
+        assert!(errs[0].message.starts_with("must be one of"), "{}", errs[0].message);
     }
 
     #[cfg(feature = "webhook")]

@@ -1,14 +1,13 @@
 //! What the message-broker destinations ([`crate::rabbitmq`], [`crate::nats`],
-//! [`crate::mqtt`]) share: the `format` key (default `raw`, so a text output travels
-//! byte-exact and a JSON output as its JSON text), templated `headers`, rendering of
-//! templated names, and the deadline every attempt runs under.
+//! [`crate::mqtt`]) share: templated `headers`, rendering of templated names, and the
+//! deadline every attempt runs under. Their `format` key is [`crate::common::read_format_default_raw`].
 
 use std::future::Future;
 use std::time::Duration;
 
 use outflow_core::config::{ConfigError, FieldReader};
 use outflow_core::context::RenderContext;
-use outflow_core::format::{FORMAT_NAMES, OutputFormat};
+use outflow_core::format::OutputFormat;
 use outflow_core::template::Template;
 use serde_json::Value;
 
@@ -16,24 +15,6 @@ use crate::DeliveryError;
 
 /// The header (AMQP header, NATS header, MQTT user property) that carries the job's uuid.
 pub(crate) const JOB_UUID_HEADER: &str = "outflow-job-uuid";
-
-/// `format` (default `raw`) and, for `format: template`, the `template` text.
-pub(crate) fn read_format(r: &mut FieldReader<'_>) -> Option<OutputFormat> {
-    let given = r.raw("format").is_some();
-    let name = if given { r.one_of("format", FORMAT_NAMES) } else { Some("raw") };
-    let template = r.string("template");
-    if template.is_some() && name.is_some_and(|n| n != "template") {
-        r.error("template", "is only used with format: template");
-        return None;
-    }
-    match OutputFormat::parse(name?, template.as_deref()) {
-        Ok(f) => Some(f),
-        Err(msg) => {
-            r.error(if template.is_some() { "template" } else { "format" }, msg);
-            None
-        }
-    }
-}
 
 /// `headers`: a mapping of name to templated value. `valid_name` says why a name is
 /// refused (reserved, malformed), or `None` when it is fine.
@@ -141,33 +122,8 @@ fn humanize(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::test_support::reader_errors;
     use serde_json::json;
-
-    fn reader_errors(fields: Value, f: impl FnOnce(&mut FieldReader<'_>)) -> Vec<ConfigError> {
-        let map = fields.as_object().unwrap().clone();
-        let mut r = FieldReader::new(&map, "d");
-        f(&mut r);
-        r.finish()
-    }
-
-    #[test]
-    fn format_defaults_to_raw_and_checks_template() {
-        let map = serde_json::Map::new();
-        let mut r = FieldReader::new(&map, "d");
-        assert_eq!(read_format(&mut r).unwrap().name(), "raw");
-        let errs = reader_errors(json!({"format": "json", "template": "x"}), |r| {
-            assert!(read_format(r).is_none());
-        });
-        assert_eq!(errs[0].path, "d.template");
-        let errs = reader_errors(json!({"format": "template"}), |r| {
-            assert!(read_format(r).is_none());
-        });
-        assert_eq!(errs[0].path, "d.format");
-        let errs = reader_errors(json!({"format": "pdf"}), |r| {
-            assert!(read_format(r).is_none());
-        });
-        assert!(errs[0].message.starts_with("must be one of"), "{}", errs[0].message);
-    }
 
     #[test]
     fn headers_are_checked() {

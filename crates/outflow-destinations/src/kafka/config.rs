@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use outflow_core::config::reader::type_name;
 use outflow_core::config::{ConfigError, DestinationSpec, FieldReader};
-use outflow_core::format::{FORMAT_NAMES, OutputFormat};
+use outflow_core::format::OutputFormat;
 use outflow_core::retry::RetryPolicy;
 use outflow_core::secret::Secret;
 use outflow_core::template::Template;
@@ -282,7 +282,7 @@ impl KafkaConfig {
         let sasl = parse_sasl(&mut r);
         let tls = parse_tls(&mut r);
         let headers = parse_headers(&mut r);
-        let format = parse_format(&mut r);
+        let format = common::read_format_default_raw(&mut r);
 
         let timeout = match r.duration_secs("timeout") {
             Some(d) if d < Duration::from_millis(100) => {
@@ -678,25 +678,6 @@ fn parse_headers(r: &mut FieldReader<'_>) -> Vec<(String, Template)> {
         }
     }
     out
-}
-
-/// `format` (default `raw`: JSON outputs as compact JSON, text and bytes as they are) and,
-/// for `format: template`, the `template` text.
-fn parse_format(r: &mut FieldReader<'_>) -> Option<OutputFormat> {
-    let given = r.raw("format").is_some();
-    let name = if given { r.one_of("format", FORMAT_NAMES) } else { Some("raw") };
-    let template = r.string("template");
-    if template.is_some() && name != Some("template") && name.is_some() {
-        r.error("template", "is only used with format: template");
-        return None;
-    }
-    match OutputFormat::parse(name?, template.as_deref()) {
-        Ok(f) => Some(f),
-        Err(msg) => {
-            r.error(if template.is_some() { "template" } else { "format" }, msg);
-            None
-        }
-    }
 }
 
 #[cfg(test)]

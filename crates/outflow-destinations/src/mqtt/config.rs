@@ -143,7 +143,7 @@ pub(crate) fn parse(
         },
     };
     let retain = r.bool("retain").unwrap_or(false);
-    let format = messaging::read_format(&mut r);
+    let format = common::read_format_default_raw(&mut r);
     // `headers` travel as MQTT v5 user properties.
     let user_properties = messaging::read_headers(&mut r, |name| {
         if name.is_empty() {

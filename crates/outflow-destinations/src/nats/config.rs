@@ -118,7 +118,7 @@ pub(crate) fn parse(
         r.error("create_stream", "needs stream: the name of the stream to create");
     }
 
-    let format = messaging::read_format(&mut r);
+    let format = common::read_format_default_raw(&mut r);
     let headers = messaging::read_headers(&mut r, |name| {
         if name.is_empty() || name.chars().any(|c| c.is_control() || c == ':' || c == ' ') {
             Some(format!(

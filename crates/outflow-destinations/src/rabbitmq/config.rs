@@ -91,7 +91,7 @@ pub(crate) fn parse(
     }
     let persistent = r.bool("persistent").unwrap_or(true);
     let mandatory = r.bool("mandatory").unwrap_or(true);
-    let format = messaging::read_format(&mut r);
+    let format = common::read_format_default_raw(&mut r);
     let content_type = r.string("content_type");
     if content_type.as_deref().is_some_and(|ct| ct.trim().is_empty()) {
         r.error("content_type", "must not be empty (a media type such as application/json)");

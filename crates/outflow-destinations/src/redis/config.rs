@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use outflow_core::config::{ConfigError, DestinationSpec, FieldReader};
-use outflow_core::format::{FORMAT_NAMES, OutputFormat};
+use outflow_core::format::OutputFormat;
 use outflow_core::retry::RetryPolicy;
 use outflow_core::secret::Secret;
 use outflow_core::template::Template;
@@ -193,7 +193,7 @@ impl RedisConfig {
         let maxlen: Option<u64> = r.optional("maxlen", "a positive number of entries");
         let approximate_maxlen = r.bool("approximate_maxlen").unwrap_or(true);
         let envelope = r.bool("envelope");
-        let format = Self::parse_format(&mut r);
+        let format = common::read_optional_format(&mut r);
         let function = r.string("function");
         let job_timeout = r.duration_secs("job_timeout");
         let result_ttl = r.duration_secs("result_ttl");
@@ -335,22 +335,6 @@ impl RedisConfig {
                         mode.name()
                     ),
                 );
-            }
-        }
-    }
-
-    fn parse_format(r: &mut FieldReader<'_>) -> Option<OutputFormat> {
-        let given = r.raw("format").is_some();
-        let name = if given { r.one_of("format", FORMAT_NAMES) } else { None };
-        let template = r.string("template");
-        if template.is_some() && name != Some("template") && (name.is_some() || !given) {
-            r.error("template", "is only used with format: template");
-        }
-        match OutputFormat::parse(name?, template.as_deref()) {
-            Ok(f) => Some(f),
-            Err(msg) => {
-                r.error(if template.is_some() { "template" } else { "format" }, msg);
-                None
             }
         }
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use lettre::message::Mailbox;
 use outflow_core::config::{ConfigError, DestinationSpec, FieldReader};
-use outflow_core::format::{FORMAT_NAMES, HandlebarsTemplate, OutputFormat};
+use outflow_core::format::{HandlebarsTemplate, OutputFormat};
 use outflow_core::retry::RetryPolicy;
 use outflow_core::secret::Secret;
 use outflow_core::template::Template;
@@ -245,7 +245,7 @@ impl SmtpConfig {
             r.error("attachment_name", "is only used with attach_output: true");
         }
 
-        let format = Self::parse_format(&mut r);
+        let format = common::read_optional_format(&mut r);
 
         let max_inline_bytes = match r.size("max_inline_bytes") {
             Some(0) => {
@@ -357,23 +357,6 @@ impl SmtpConfig {
             }
         }
         out
-    }
-
-    /// `format` (optional) and, for `format: template`, the `template` text.
-    fn parse_format(r: &mut FieldReader<'_>) -> Option<OutputFormat> {
-        let given = r.raw("format").is_some();
-        let name = if given { r.one_of("format", FORMAT_NAMES) } else { None };
-        let template = r.string("template");
-        if template.is_some() && name != Some("template") && (name.is_some() || !given) {
-            r.error("template", "is only used with format: template");
-        }
-        match OutputFormat::parse(name?, template.as_deref()) {
-            Ok(f) => Some(f),
-            Err(msg) => {
-                r.error(if template.is_some() { "template" } else { "format" }, msg);
-                None
-            }
-        }
     }
 }
 

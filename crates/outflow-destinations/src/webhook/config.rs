@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use outflow_core::config::{ConfigError, DestinationSpec, FieldReader};
-use outflow_core::format::{FORMAT_NAMES, OutputFormat};
+use outflow_core::format::OutputFormat;
 use outflow_core::netpolicy::NetworkPolicy;
 use outflow_core::retry::RetryPolicy;
 use outflow_core::template::{Template, TemplateError, VarSource};
@@ -163,7 +163,7 @@ impl WebhookConfig {
             None => Some(HeaderValue::from_static(DEFAULT_CONTENT_TYPE)),
         };
 
-        let format = Self::parse_format(&mut r);
+        let format = common::read_optional_format(&mut r);
 
         let retry_policy = common::read_retry_policy(&mut r, defaults);
 
@@ -213,23 +213,6 @@ impl WebhookConfig {
             auth,
             secret_path: false,
         })
-    }
-
-    fn parse_format(r: &mut FieldReader<'_>) -> Option<OutputFormat> {
-        let given = r.raw("format").is_some();
-        let name = if given { r.one_of("format", FORMAT_NAMES) } else { None };
-        let template = r.string("template");
-        // When `format` itself is invalid, one error about it is enough.
-        if template.is_some() && name != Some("template") && (name.is_some() || !given) {
-            r.error("template", "is only used with format: template");
-        }
-        match OutputFormat::parse(name?, template.as_deref()) {
-            Ok(f) => Some(f),
-            Err(msg) => {
-                r.error(if template.is_some() { "template" } else { "format" }, msg);
-                None
-            }
-        }
     }
 
     fn parse_headers(r: &mut FieldReader<'_>, auth: Option<&Auth>) -> Vec<(HeaderName, Template)> {
