@@ -11,7 +11,7 @@ use outflow_core::format::OutputFormat;
 use outflow_core::template::Template;
 use serde_json::Value;
 
-use crate::DeliveryError;
+use crate::{BatchResults, DeliveryError};
 
 /// The header (AMQP header, NATS header, MQTT user property) that carries the job's uuid.
 pub(crate) const JOB_UUID_HEADER: &str = "outflow-job-uuid";
@@ -92,6 +92,23 @@ pub(crate) fn payload(
     ctx: &RenderContext<'_>,
 ) -> Result<Vec<u8>, DeliveryError> {
     format.render(ctx).map_err(|e| DeliveryError::permanent(e.to_string()))
+}
+
+/// Puts the publish results back in the batch's order: a record that could not be rendered
+/// keeps its own error, each other one takes the next result of `published` (one per
+/// rendered message, in order).
+pub(crate) fn merge_results<M>(
+    rendered: Vec<Result<M, DeliveryError>>,
+    published: BatchResults,
+) -> BatchResults {
+    let mut published = published.into_iter();
+    rendered
+        .into_iter()
+        .map(|m| match m {
+            Ok(_) => published.next().expect("one result per published message"),
+            Err(e) => Err(e),
+        })
+        .collect()
 }
 
 /// Runs `fut` under the destination's deadline; running out of time is retryable (the
