@@ -132,19 +132,7 @@ impl SlackMessage {
                 }
                 None => DEFAULT_MAX_OUTPUT_CHARS,
             };
-        let link = r.template(
-            "link_template",
-            false,
-            "a URL template, e.g. \"https://outflow.example.com/jobs/{{job_uuid}}\"",
-        );
-        let template =
-            r.string("template").and_then(|src| match HandlebarsTemplate::compile(&src) {
-                Ok(t) => Some(t),
-                Err(msg) => {
-                    r.error("template", msg);
-                    None
-                }
-            });
+        let (link, template) = crate::text::read_link_and_template(r);
         Some(SlackMessage {
             channel,
             username,
