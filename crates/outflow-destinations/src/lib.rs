@@ -30,6 +30,7 @@
 #[cfg(feature = "cassandra")]
 pub mod cassandra;
 pub mod check;
+mod common;
 #[cfg(feature = "discord")]
 pub mod discord;
 #[cfg(feature = "dynamodb")]

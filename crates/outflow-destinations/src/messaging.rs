@@ -1,51 +1,20 @@
 //! What the message-broker destinations ([`crate::rabbitmq`], [`crate::nats`],
-//! [`crate::mqtt`]) share: the `format` key (default `raw`, so a text output travels
-//! byte-exact and a JSON output as its JSON text), the `timeout_seconds` key, templated
-//! `headers`, rendering of templated names, and the deadline every attempt runs under.
+//! [`crate::mqtt`]) share: templated `headers`, rendering of templated names, and the
+//! deadline every attempt runs under. Their `format` key is [`crate::common::read_format_default_raw`].
 
 use std::future::Future;
 use std::time::Duration;
 
 use outflow_core::config::{ConfigError, FieldReader};
 use outflow_core::context::RenderContext;
-use outflow_core::format::{FORMAT_NAMES, OutputFormat};
+use outflow_core::format::OutputFormat;
 use outflow_core::template::Template;
 use serde_json::Value;
 
-use crate::{BuildDefaults, DeliveryError};
+use crate::{BatchResults, DeliveryError};
 
 /// The header (AMQP header, NATS header, MQTT user property) that carries the job's uuid.
 pub(crate) const JOB_UUID_HEADER: &str = "outflow-job-uuid";
-
-/// `format` (default `raw`) and, for `format: template`, the `template` text.
-pub(crate) fn read_format(r: &mut FieldReader<'_>) -> Option<OutputFormat> {
-    let given = r.raw("format").is_some();
-    let name = if given { r.one_of("format", FORMAT_NAMES) } else { Some("raw") };
-    let template = r.string("template");
-    if template.is_some() && name.is_some_and(|n| n != "template") {
-        r.error("template", "is only used with format: template");
-        return None;
-    }
-    match OutputFormat::parse(name?, template.as_deref()) {
-        Ok(f) => Some(f),
-        Err(msg) => {
-            r.error(if template.is_some() { "template" } else { "format" }, msg);
-            None
-        }
-    }
-}
-
-/// `timeout_seconds` (default: the global `output.default_timeout`), greater than zero.
-pub(crate) fn read_timeout(r: &mut FieldReader<'_>, defaults: &BuildDefaults) -> Duration {
-    match r.duration_secs("timeout_seconds") {
-        Some(d) if d.is_zero() => {
-            r.error("timeout_seconds", "must be greater than 0 (seconds, e.g. 30 or \"30s\")");
-            defaults.timeout
-        }
-        Some(d) => d,
-        None => defaults.timeout,
-    }
-}
 
 /// `headers`: a mapping of name to templated value. `valid_name` says why a name is
 /// refused (reserved, malformed), or `None` when it is fine.
@@ -125,6 +94,23 @@ pub(crate) fn payload(
     format.render(ctx).map_err(|e| DeliveryError::permanent(e.to_string()))
 }
 
+/// Puts the publish results back in the batch's order: a record that could not be rendered
+/// keeps its own error, each other one takes the next result of `published` (one per
+/// rendered message, in order).
+pub(crate) fn merge_results<M>(
+    rendered: Vec<Result<M, DeliveryError>>,
+    published: BatchResults,
+) -> BatchResults {
+    let mut published = published.into_iter();
+    rendered
+        .into_iter()
+        .map(|m| match m {
+            Ok(_) => published.next().expect("one result per published message"),
+            Err(e) => Err(e),
+        })
+        .collect()
+}
+
 /// Runs `fut` under the destination's deadline; running out of time is retryable (the
 /// broker may be slow or unreachable) and names `target` and the step that timed out.
 pub(crate) async fn within<T>(
@@ -153,41 +139,8 @@ fn humanize(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::test_support::reader_errors;
     use serde_json::json;
-
-    fn reader_errors(fields: Value, f: impl FnOnce(&mut FieldReader<'_>)) -> Vec<ConfigError> {
-        let map = fields.as_object().unwrap().clone();
-        let mut r = FieldReader::new(&map, "d");
-        f(&mut r);
-        r.finish()
-    }
-
-    #[test]
-    fn format_defaults_to_raw_and_checks_template() {
-        let map = serde_json::Map::new();
-        let mut r = FieldReader::new(&map, "d");
-        assert_eq!(read_format(&mut r).unwrap().name(), "raw");
-        let errs = reader_errors(json!({"format": "json", "template": "x"}), |r| {
-            assert!(read_format(r).is_none());
-        });
-        assert_eq!(errs[0].path, "d.template");
-        let errs = reader_errors(json!({"format": "template"}), |r| {
-            assert!(read_format(r).is_none());
-        });
-        assert_eq!(errs[0].path, "d.format");
-        let errs = reader_errors(json!({"format": "pdf"}), |r| {
-            assert!(read_format(r).is_none());
-        });
-        assert!(errs[0].message.starts_with("must be one of"), "{}", errs[0].message);
-    }
-
-    #[test]
-    fn timeout_must_be_positive() {
-        let errs = reader_errors(json!({"timeout_seconds": 0}), |r| {
-            read_timeout(r, &BuildDefaults::default());
-        });
-        assert_eq!(errs[0].path, "d.timeout_seconds");
-    }
 
     #[test]
     fn headers_are_checked() {

@@ -1,6 +1,30 @@
 //! Text helpers shared by the notification destinations (smtp, slack, discord): readable
 //! durations, status markers and truncation that never cuts inside a character.
 
+/// `link_template` (a templated URL) and `template` (a Handlebars message template), both
+/// optional, of the chat destinations.
+#[cfg(any(feature = "slack", feature = "discord"))]
+pub(crate) fn read_link_and_template(
+    r: &mut outflow_core::config::FieldReader<'_>,
+) -> (Option<outflow_core::template::Template>, Option<outflow_core::format::HandlebarsTemplate>) {
+    let link = r.template(
+        "link_template",
+        false,
+        "a URL template, e.g. \"https://outflow.example.com/jobs/{{job_uuid}}\"",
+    );
+    let template =
+        r.string("template").and_then(
+            |src| match outflow_core::format::HandlebarsTemplate::compile(&src) {
+                Ok(t) => Some(t),
+                Err(msg) => {
+                    r.error("template", msg);
+                    None
+                }
+            },
+        );
+    (link, template)
+}
+
 /// `850 ms`, `1.2 s`, `2 min 5 s`, `1 h 3 min`.
 pub(crate) fn human_ms(ms: u64) -> String {
     match ms {

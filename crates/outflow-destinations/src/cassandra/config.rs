@@ -7,7 +7,7 @@ use outflow_core::retry::RetryPolicy;
 use outflow_core::secret::Secret;
 use outflow_core::template::Template;
 
-use crate::BuildDefaults;
+use crate::{BuildDefaults, common};
 
 /// The `consistency` names, in CQL's spelling (lowercase).
 pub const CONSISTENCY_LEVELS: &[&str] =
@@ -127,42 +127,27 @@ pub fn parse(
     if batch_concurrency == 0 {
         r.error("batch_concurrency", "must be at least 1");
     }
-    let timeout = match r.duration_secs("timeout_seconds") {
-        Some(d) if d.is_zero() => {
-            r.error("timeout_seconds", "must be greater than 0 (seconds, e.g. 30 or \"30s\")");
-            None
-        }
-        Some(d) => Some(d),
-        None => Some(defaults.timeout),
-    };
-    let retry_policy = match r.raw("retry_policy") {
-        Some(_) => r.retry_policy("retry_policy", &defaults.retry_policy),
-        None => Some(defaults.retry_policy.clone()),
-    };
+    let timeout = common::read_timeout(&mut r, defaults);
+    let retry_policy = common::read_retry_policy(&mut r, defaults);
     let errors = r.finish();
     if !errors.is_empty() {
         return Err(errors);
     }
-    match (contact_points, keyspace, table, consistency, timeout, retry_policy) {
-        (
-            Some(contact_points),
-            Some(keyspace),
-            Some(table),
-            Some(consistency),
-            Some(timeout),
-            Some(retry_policy),
-        ) => Ok(CassandraConfig {
-            contact_points,
-            keyspace,
-            table,
-            credentials,
-            consistency,
-            create_table,
-            if_not_exists,
-            batch_concurrency,
-            timeout,
-            retry_policy,
-        }),
+    match (contact_points, keyspace, table, consistency) {
+        (Some(contact_points), Some(keyspace), Some(table), Some(consistency)) => {
+            Ok(CassandraConfig {
+                contact_points,
+                keyspace,
+                table,
+                credentials,
+                consistency,
+                create_table,
+                if_not_exists,
+                batch_concurrency,
+                timeout,
+                retry_policy,
+            })
+        }
         _ => Err(vec![ConfigError::new(path, "invalid cassandra configuration")]),
     }
 }
@@ -170,12 +155,12 @@ pub fn parse(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::test_support::pairs;
     use serde_json::{Value, json};
 
     fn parsed(body: Value) -> Result<CassandraConfig, Vec<(String, String)>> {
         let spec = DestinationSpec::from_value(&body, "d").unwrap();
-        parse(&spec, &BuildDefaults::default(), "d")
-            .map_err(|errs| errs.into_iter().map(|e| (e.path, e.message)).collect())
+        parse(&spec, &BuildDefaults::default(), "d").map_err(pairs)
     }
 
     fn base() -> Value {

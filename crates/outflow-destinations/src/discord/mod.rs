@@ -135,19 +135,7 @@ impl DiscordMessage {
                 }
                 None => DEFAULT_MAX_OUTPUT_CHARS,
             };
-        let link = r.template(
-            "link_template",
-            false,
-            "a URL template, e.g. \"https://outflow.example.com/jobs/{{job_uuid}}\"",
-        );
-        let template =
-            r.string("template").and_then(|src| match HandlebarsTemplate::compile(&src) {
-                Ok(t) => Some(t),
-                Err(msg) => {
-                    r.error("template", msg);
-                    None
-                }
-            });
+        let (link, template) = crate::text::read_link_and_template(r);
         Some(DiscordMessage {
             username,
             avatar_url,
@@ -294,17 +282,14 @@ fn allowed_mentions(mention: Option<&str>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::test_support::pairs;
     use serde_json::json;
 
     fn errors(v: Value) -> Vec<(String, String)> {
         let mut v = v;
         v["type"] = json!("discord");
         let spec = DestinationSpec::from_value(&v, "d").unwrap();
-        build(&spec, &BuildDefaults::default(), "d")
-            .unwrap_err()
-            .into_iter()
-            .map(|e| (e.path, e.message))
-            .collect()
+        pairs(build(&spec, &BuildDefaults::default(), "d").unwrap_err())
     }
 
     #[test]

@@ -7,7 +7,7 @@ use outflow_core::retry::RetryPolicy;
 use outflow_core::secret::Secret;
 use outflow_core::template::Template;
 
-use crate::BuildDefaults;
+use crate::{BuildDefaults, common};
 
 /// How the output is stored in the item's `data` attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,31 +162,14 @@ pub fn parse(
         },
         None => Some(DataType::String),
     };
-    let timeout = match r.duration_secs("timeout_seconds") {
-        Some(d) if d.is_zero() => {
-            r.error("timeout_seconds", "must be greater than 0 (seconds, e.g. 30 or \"30s\")");
-            None
-        }
-        Some(d) => Some(d),
-        None => Some(defaults.timeout),
-    };
-    let retry_policy = match r.raw("retry_policy") {
-        Some(_) => r.retry_policy("retry_policy", &defaults.retry_policy),
-        None => Some(defaults.retry_policy.clone()),
-    };
+    let timeout = common::read_timeout(&mut r, defaults);
+    let retry_policy = common::read_retry_policy(&mut r, defaults);
     let errors = r.finish();
     if !errors.is_empty() {
         return Err(errors);
     }
-    match (table, region, endpoint, data_type, timeout, retry_policy) {
-        (
-            Some(table),
-            Some(region),
-            Some(endpoint),
-            Some(data_type),
-            Some(timeout),
-            Some(retry_policy),
-        ) => Ok(DynamoConfig {
+    match (table, region, endpoint, data_type) {
+        (Some(table), Some(region), Some(endpoint), Some(data_type)) => Ok(DynamoConfig {
             table,
             region,
             endpoint,
@@ -204,12 +187,12 @@ pub fn parse(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::test_support::pairs;
     use serde_json::{Value, json};
 
     fn parsed(body: Value) -> Result<DynamoConfig, Vec<(String, String)>> {
         let spec = DestinationSpec::from_value(&body, "d").unwrap();
-        parse(&spec, &BuildDefaults::default(), "d")
-            .map_err(|errs| errs.into_iter().map(|e| (e.path, e.message)).collect())
+        parse(&spec, &BuildDefaults::default(), "d").map_err(pairs)
     }
 
     fn base() -> Value {

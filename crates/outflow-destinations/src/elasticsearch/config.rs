@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use outflow_core::config::{ConfigError, DestinationSpec, FieldReader};
-use outflow_core::netpolicy::{HostRule, NetworkPolicy};
+use outflow_core::netpolicy::NetworkPolicy;
 use outflow_core::retry::RetryPolicy;
 use outflow_core::secret::Secret;
 use serde_json::Value;
 
 use super::index::{IndexName, Rotation};
-use crate::BuildDefaults;
+use crate::{BuildDefaults, common};
 
 /// What a valid address looks like, for messages.
 pub const ADDRESS_EXPECTED: &str =
@@ -209,19 +209,9 @@ impl ElasticsearchConfig {
         }
         let batch_timeout = r.duration_secs("batch_timeout");
 
-        let timeout = match r.duration_secs("timeout_seconds") {
-            Some(d) if d.is_zero() => {
-                r.error("timeout_seconds", "must be greater than 0 (seconds, e.g. 30 or \"30s\")");
-                None
-            }
-            Some(d) => Some(d),
-            None => Some(defaults.timeout),
-        };
-        let retry_policy = match r.raw("retry_policy") {
-            Some(_) => r.retry_policy("retry_policy", &defaults.retry_policy),
-            None => Some(defaults.retry_policy.clone()),
-        };
-        let network = parse_network(&mut r, &defaults.network);
+        let timeout = common::read_timeout(&mut r, defaults);
+        let retry_policy = common::read_retry_policy(&mut r, defaults);
+        let network = common::read_network(&mut r, &defaults.network, "search.internal");
 
         let errors = r.finish();
         if !errors.is_empty() {
@@ -244,8 +234,8 @@ impl ElasticsearchConfig {
             batch_size,
             bulk_workers,
             batch_timeout,
-            timeout: timeout.ok_or_else(missing)?,
-            retry_policy: retry_policy.ok_or_else(missing)?,
+            timeout,
+            retry_policy,
             network,
         })
     }
@@ -317,32 +307,10 @@ impl ElasticsearchConfig {
     }
 }
 
-/// `allow_private_networks` and `allowed_hosts` on top of the global policy, as webhooks
-/// read them.
-fn parse_network(r: &mut FieldReader<'_>, global: &NetworkPolicy) -> NetworkPolicy {
-    let mut policy = global.clone();
-    if r.bool("allow_private_networks") == Some(true) {
-        policy.allow_private_networks = true;
-    }
-    let hosts: Option<Vec<String>> = r.optional(
-        "allowed_hosts",
-        "a list of host names or CIDRs, e.g. [\"search.internal\", \"10.0.0.0/8\"]",
-    );
-    for (i, h) in hosts.iter().flatten().enumerate() {
-        match HostRule::parse(h) {
-            Ok(rule) => policy.allowed_hosts.push(rule),
-            Err(msg) => {
-                let at = format!("{}[{i}]", r.path_of("allowed_hosts"));
-                r.extend([ConfigError::new(at, msg)]);
-            }
-        }
-    }
-    policy
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::test_support::{has, pairs};
     use serde_json::json;
 
     fn parse(v: Value) -> Result<ElasticsearchConfig, Vec<ConfigError>> {
@@ -351,11 +319,7 @@ mod tests {
     }
 
     fn errors(v: Value) -> Vec<(String, String)> {
-        parse(v).unwrap_err().into_iter().map(|e| (e.path, e.message)).collect()
-    }
-
-    fn has(errs: &[(String, String)], path: &str, phrase: &str) -> bool {
-        errs.iter().any(|(p, m)| p == path && m.contains(phrase))
+        pairs(parse(v).unwrap_err())
     }
 
     #[test]

@@ -9,7 +9,7 @@ use outflow_core::format::{FORMAT_NAMES, OutputFormat};
 use outflow_core::retry::RetryPolicy;
 use outflow_core::template::Template;
 
-use crate::BuildDefaults;
+use crate::{BuildDefaults, common};
 
 /// A validated filesystem destination configuration.
 #[derive(Debug, Clone)]
@@ -87,9 +87,7 @@ pub(crate) fn parse(
         r.error("path", msg);
     }
 
-    let retry_policy = r
-        .retry_policy("retry_policy", &defaults.retry_policy)
-        .unwrap_or_else(|| defaults.retry_policy.clone());
+    let retry_policy = common::read_retry_policy(&mut r, defaults);
 
     let errors = r.finish();
     match (target, format) {

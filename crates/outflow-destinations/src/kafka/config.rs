@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use outflow_core::config::reader::type_name;
 use outflow_core::config::{ConfigError, DestinationSpec, FieldReader};
-use outflow_core::format::{FORMAT_NAMES, OutputFormat};
+use outflow_core::format::OutputFormat;
 use outflow_core::retry::RetryPolicy;
 use outflow_core::secret::Secret;
 use outflow_core::template::Template;
 use serde_json::Value;
 
-use crate::BuildDefaults;
+use crate::{BuildDefaults, common};
 
 /// The header carrying the delivery id (identical on every retry), on every record.
 pub const DELIVERY_ID_HEADER: &str = "outflow-delivery-id";
@@ -282,7 +282,7 @@ impl KafkaConfig {
         let sasl = parse_sasl(&mut r);
         let tls = parse_tls(&mut r);
         let headers = parse_headers(&mut r);
-        let format = parse_format(&mut r);
+        let format = common::read_format_default_raw(&mut r);
 
         let timeout = match r.duration_secs("timeout") {
             Some(d) if d < Duration::from_millis(100) => {
@@ -306,10 +306,7 @@ impl KafkaConfig {
             );
         }
 
-        let retry_policy = match r.raw("retry_policy") {
-            Some(_) => r.retry_policy("retry_policy", &defaults.retry_policy),
-            None => Some(defaults.retry_policy.clone()),
-        };
+        let retry_policy = common::read_retry_policy(&mut r, defaults);
 
         let errors = r.finish();
         match (brokers, compression, max_message_bytes, partition_strategy, acks) {
@@ -334,7 +331,7 @@ impl KafkaConfig {
                     headers,
                     format: format.unwrap_or(OutputFormat::Raw),
                     timeout: timeout.unwrap_or(defaults.timeout),
-                    retry_policy: retry_policy.unwrap_or_else(|| defaults.retry_policy.clone()),
+                    retry_policy,
                 })
             }
             _ if errors.is_empty() => {
@@ -683,28 +680,10 @@ fn parse_headers(r: &mut FieldReader<'_>) -> Vec<(String, Template)> {
     out
 }
 
-/// `format` (default `raw`: JSON outputs as compact JSON, text and bytes as they are) and,
-/// for `format: template`, the `template` text.
-fn parse_format(r: &mut FieldReader<'_>) -> Option<OutputFormat> {
-    let given = r.raw("format").is_some();
-    let name = if given { r.one_of("format", FORMAT_NAMES) } else { Some("raw") };
-    let template = r.string("template");
-    if template.is_some() && name != Some("template") && name.is_some() {
-        r.error("template", "is only used with format: template");
-        return None;
-    }
-    match OutputFormat::parse(name?, template.as_deref()) {
-        Ok(f) => Some(f),
-        Err(msg) => {
-            r.error(if template.is_some() { "template" } else { "format" }, msg);
-            None
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::test_support::pairs;
     use serde_json::json;
 
     fn parse(value: Value) -> Result<KafkaConfig, Vec<ConfigError>> {
@@ -715,7 +694,7 @@ mod tests {
     }
 
     fn errors(value: Value) -> Vec<(String, String)> {
-        parse(value).unwrap_err().into_iter().map(|e| (e.path, e.message)).collect()
+        pairs(parse(value).unwrap_err())
     }
 
     fn error_at(value: Value, path: &str) -> String {

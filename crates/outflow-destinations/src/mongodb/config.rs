@@ -6,7 +6,7 @@ use outflow_core::config::{ConfigError, DestinationSpec, FieldReader, mask_url_s
 use outflow_core::retry::RetryPolicy;
 use outflow_core::template::Template;
 
-use crate::BuildDefaults;
+use crate::{BuildDefaults, common};
 
 /// What a valid `uri` looks like, for messages.
 pub const URI_EXPECTED: &str =
@@ -113,23 +113,11 @@ pub fn parse(
     {
         r.error("collection", msg);
     }
-    let timeout = match r.duration_secs("timeout_seconds") {
-        Some(d) if d.is_zero() => {
-            r.error("timeout_seconds", "must be greater than 0 (seconds, e.g. 30 or \"30s\")");
-            None
-        }
-        Some(d) => Some(d),
-        None => Some(defaults.timeout),
-    };
-    let retry_policy = match r.raw("retry_policy") {
-        Some(_) => r.retry_policy("retry_policy", &defaults.retry_policy),
-        None => Some(defaults.retry_policy.clone()),
-    };
+    let timeout = common::read_timeout(&mut r, defaults);
+    let retry_policy = common::read_retry_policy(&mut r, defaults);
     let errors = r.finish();
-    match (uri, database, collection, timeout, retry_policy) {
-        (Some(uri), Some(database), Some(collection), Some(timeout), Some(retry_policy))
-            if errors.is_empty() =>
-        {
+    match (uri, database, collection) {
+        (Some(uri), Some(database), Some(collection)) if errors.is_empty() => {
             Ok(MongoConfig { uri, database, collection, timeout, retry_policy })
         }
         _ if errors.is_empty() => {
@@ -142,13 +130,14 @@ pub fn parse(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::test_support::pairs;
     use serde_json::{Value, json};
 
     fn errors(body: Value) -> Vec<(String, String)> {
         let spec = DestinationSpec::from_value(&body, "d").unwrap();
         match parse(&spec, &BuildDefaults::default(), "d") {
             Ok(_) => Vec::new(),
-            Err(errs) => errs.into_iter().map(|e| (e.path, e.message)).collect(),
+            Err(errs) => pairs(errs),
         }
     }
 

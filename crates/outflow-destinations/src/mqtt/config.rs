@@ -9,8 +9,8 @@ use outflow_core::retry::RetryPolicy;
 use outflow_core::secret::Secret;
 use outflow_core::template::Template;
 
-use crate::BuildDefaults;
 use crate::messaging;
+use crate::{BuildDefaults, common};
 
 const URL_EXPECTED: &str =
     "an MQTT URL such as \"mqtt://broker:1883\" (mqtts://broker:8883 for TLS), or host and port";
@@ -143,7 +143,7 @@ pub(crate) fn parse(
         },
     };
     let retain = r.bool("retain").unwrap_or(false);
-    let format = messaging::read_format(&mut r);
+    let format = common::read_format_default_raw(&mut r);
     // `headers` travel as MQTT v5 user properties.
     let user_properties = messaging::read_headers(&mut r, |name| {
         if name.is_empty() {
@@ -156,10 +156,8 @@ pub(crate) fn parse(
             None
         }
     });
-    let timeout = messaging::read_timeout(&mut r, defaults);
-    let retry_policy = r
-        .retry_policy("retry_policy", &defaults.retry_policy)
-        .unwrap_or_else(|| defaults.retry_policy.clone());
+    let timeout = common::read_timeout(&mut r, defaults);
+    let retry_policy = common::read_retry_policy(&mut r, defaults);
 
     let errors = r.finish();
     match (host, port, topic, qos, format) {
@@ -249,6 +247,7 @@ pub(crate) fn check_topic(topic: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::test_support::paths;
     use serde_json::{Value, json};
 
     fn errors(v: Value) -> Vec<ConfigError> {
@@ -259,10 +258,6 @@ mod tests {
     fn ok(v: Value) -> MqttConfig {
         let spec = DestinationSpec::from_value(&v, "d").unwrap();
         parse(&spec, &BuildDefaults::default(), "d").unwrap()
-    }
-
-    fn paths(errs: &[ConfigError]) -> Vec<&str> {
-        errs.iter().map(|e| e.path.as_str()).collect()
     }
 
     #[test]

@@ -520,15 +520,7 @@ impl Destination for MqttDestination {
                 }
             }
         };
-        let mut published: std::vec::IntoIter<Result<DeliveryReceipt, DeliveryError>> =
-            published.into_iter();
-        rendered
-            .into_iter()
-            .map(|m| match m {
-                Ok(_) => published.next().expect("one result per published message"),
-                Err(e) => Err(e),
-            })
-            .collect()
+        messaging::merge_results(rendered, published)
     }
 
     async fn check(&self) -> Result<CheckReport, DeliveryError> {

@@ -9,8 +9,8 @@ use outflow_core::retry::RetryPolicy;
 use outflow_core::secret::Secret;
 use outflow_core::template::Template;
 
-use crate::BuildDefaults;
 use crate::messaging;
+use crate::{BuildDefaults, common};
 
 const URL_EXPECTED: &str = "a NATS URL such as \"nats://nats:4222\" (tls:// for TLS)";
 
@@ -118,7 +118,7 @@ pub(crate) fn parse(
         r.error("create_stream", "needs stream: the name of the stream to create");
     }
 
-    let format = messaging::read_format(&mut r);
+    let format = common::read_format_default_raw(&mut r);
     let headers = messaging::read_headers(&mut r, |name| {
         if name.is_empty() || name.chars().any(|c| c.is_control() || c == ':' || c == ' ') {
             Some(format!(
@@ -130,10 +130,8 @@ pub(crate) fn parse(
             None
         }
     });
-    let timeout = messaging::read_timeout(&mut r, defaults);
-    let retry_policy = r
-        .retry_policy("retry_policy", &defaults.retry_policy)
-        .unwrap_or_else(|| defaults.retry_policy.clone());
+    let timeout = common::read_timeout(&mut r, defaults);
+    let retry_policy = common::read_retry_policy(&mut r, defaults);
 
     let errors = r.finish();
     match (subject, format) {
@@ -254,6 +252,7 @@ pub(crate) fn check_stream_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::test_support::paths;
     use serde_json::{Value, json};
 
     fn errors(v: Value) -> Vec<ConfigError> {
@@ -264,10 +263,6 @@ mod tests {
     fn ok(v: Value) -> NatsConfig {
         let spec = DestinationSpec::from_value(&v, "d").unwrap();
         parse(&spec, &BuildDefaults::default(), "d").unwrap()
-    }
-
-    fn paths(errs: &[ConfigError]) -> Vec<&str> {
-        errs.iter().map(|e| e.path.as_str()).collect()
     }
 
     #[test]

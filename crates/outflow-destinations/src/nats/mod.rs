@@ -478,7 +478,7 @@ impl Destination for NatsDestination {
         let rendered: Vec<Result<Message, DeliveryError>> =
             records.iter().map(|a| self.message(a)).collect();
         let ready: Vec<&Message> = rendered.iter().filter_map(|m| m.as_ref().ok()).collect();
-        let mut published =
+        let published =
             match tokio::time::timeout(self.config.timeout, self.publish_all(&ready)).await {
                 Ok(results) => results,
                 Err(_) => {
@@ -489,15 +489,8 @@ impl Destination for NatsDestination {
                     ));
                     ready.iter().map(|_| Err(e.clone())).collect()
                 }
-            }
-            .into_iter();
-        rendered
-            .into_iter()
-            .map(|m| match m {
-                Ok(_) => published.next().expect("one result per published message"),
-                Err(e) => Err(e),
-            })
-            .collect()
+            };
+        messaging::merge_results(rendered, published)
     }
 
     async fn check(&self) -> Result<CheckReport, DeliveryError> {

@@ -8,8 +8,8 @@ use outflow_core::retry::RetryPolicy;
 use outflow_core::secret::Secret;
 use outflow_core::template::Template;
 
-use crate::BuildDefaults;
 use crate::messaging;
+use crate::{BuildDefaults, common};
 
 /// The exchange types `exchange_type` accepts.
 pub(crate) const EXCHANGE_TYPES: &[&str] = &["direct", "fanout", "topic", "headers"];
@@ -91,7 +91,7 @@ pub(crate) fn parse(
     }
     let persistent = r.bool("persistent").unwrap_or(true);
     let mandatory = r.bool("mandatory").unwrap_or(true);
-    let format = messaging::read_format(&mut r);
+    let format = common::read_format_default_raw(&mut r);
     let content_type = r.string("content_type");
     if content_type.as_deref().is_some_and(|ct| ct.trim().is_empty()) {
         r.error("content_type", "must not be empty (a media type such as application/json)");
@@ -105,10 +105,8 @@ pub(crate) fn parse(
             None
         }
     });
-    let timeout = messaging::read_timeout(&mut r, defaults);
-    let retry_policy = r
-        .retry_policy("retry_policy", &defaults.retry_policy)
-        .unwrap_or_else(|| defaults.retry_policy.clone());
+    let timeout = common::read_timeout(&mut r, defaults);
+    let retry_policy = common::read_retry_policy(&mut r, defaults);
 
     let errors = r.finish();
     match (url, exchange_type, format) {
@@ -180,6 +178,7 @@ fn head(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::test_support::paths as errors_paths;
     use serde_json::{Value, json};
 
     fn errors(v: Value) -> Vec<ConfigError> {
@@ -270,10 +269,6 @@ mod tests {
             ]
         );
         assert!(errs[5].message.contains("did you mean 'persistent'"), "{}", errs[5].message);
-    }
-
-    fn errors_paths(errs: &[ConfigError]) -> Vec<&str> {
-        errs.iter().map(|e| e.path.as_str()).collect()
     }
 
     #[test]

@@ -477,7 +477,7 @@ impl Destination for RabbitDestination {
             records.iter().map(|a| self.message(a)).collect();
         let ready: Vec<&Message> = rendered.iter().filter_map(|m| m.as_ref().ok()).collect();
         let describe = self.describe();
-        let mut published =
+        let published =
             match tokio::time::timeout(self.config.timeout, self.publish_all(&ready)).await {
                 Ok(results) => results,
                 Err(_) => {
@@ -487,15 +487,8 @@ impl Destination for RabbitDestination {
                     ));
                     ready.iter().map(|_| Err(e.clone())).collect()
                 }
-            }
-            .into_iter();
-        let results: BatchResults = rendered
-            .into_iter()
-            .map(|m| match m {
-                Ok(_) => published.next().expect("one result per published message"),
-                Err(e) => Err(e),
-            })
-            .collect();
+            };
+        let results = messaging::merge_results(rendered, published);
         if results.iter().any(|r| r.as_ref().is_err_and(DeliveryError::is_retryable)) {
             self.forget_link().await;
         }

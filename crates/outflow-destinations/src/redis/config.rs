@@ -9,12 +9,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use outflow_core::config::{ConfigError, DestinationSpec, FieldReader};
-use outflow_core::format::{FORMAT_NAMES, OutputFormat};
+use outflow_core::format::OutputFormat;
 use outflow_core::retry::RetryPolicy;
 use outflow_core::secret::Secret;
 use outflow_core::template::Template;
 
-use crate::BuildDefaults;
+use crate::{BuildDefaults, common};
 
 /// What a valid `url` looks like, for messages.
 pub const URL_EXPECTED: &str =
@@ -193,7 +193,7 @@ impl RedisConfig {
         let maxlen: Option<u64> = r.optional("maxlen", "a positive number of entries");
         let approximate_maxlen = r.bool("approximate_maxlen").unwrap_or(true);
         let envelope = r.bool("envelope");
-        let format = Self::parse_format(&mut r);
+        let format = common::read_optional_format(&mut r);
         let function = r.string("function");
         let job_timeout = r.duration_secs("job_timeout");
         let result_ttl = r.duration_secs("result_ttl");
@@ -231,18 +231,8 @@ impl RedisConfig {
             }
         }
 
-        let timeout = match r.duration_secs("timeout_seconds") {
-            Some(d) if d.is_zero() => {
-                r.error("timeout_seconds", "must be greater than 0 (seconds, e.g. 30 or \"30s\")");
-                None
-            }
-            Some(d) => Some(d),
-            None => Some(defaults.timeout),
-        };
-        let retry_policy = match r.raw("retry_policy") {
-            Some(_) => r.retry_policy("retry_policy", &defaults.retry_policy),
-            None => Some(defaults.retry_policy.clone()),
-        };
+        let timeout = common::read_timeout(&mut r, defaults);
+        let retry_policy = common::read_retry_policy(&mut r, defaults);
 
         let errors = r.finish();
         if !errors.is_empty() {
@@ -272,8 +262,8 @@ impl RedisConfig {
             envelope: envelope.unwrap_or(matches!(mode, Mode::List | Mode::PubSub)),
             format,
             rq,
-            timeout: timeout.ok_or_else(missing)?,
-            retry_policy: retry_policy.ok_or_else(missing)?,
+            timeout,
+            retry_policy,
         })
     }
 
@@ -348,22 +338,6 @@ impl RedisConfig {
             }
         }
     }
-
-    fn parse_format(r: &mut FieldReader<'_>) -> Option<OutputFormat> {
-        let given = r.raw("format").is_some();
-        let name = if given { r.one_of("format", FORMAT_NAMES) } else { None };
-        let template = r.string("template");
-        if template.is_some() && name != Some("template") && (name.is_some() || !given) {
-            r.error("template", "is only used with format: template");
-        }
-        match OutputFormat::parse(name?, template.as_deref()) {
-            Ok(f) => Some(f),
-            Err(msg) => {
-                r.error(if template.is_some() { "template" } else { "format" }, msg);
-                None
-            }
-        }
-    }
 }
 
 /// Checks a `url` without echoing it (it may hold a password).
@@ -391,6 +365,7 @@ fn check_url(url: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::test_support::{has, pairs};
     use serde_json::{Value, json};
 
     fn parse(v: Value) -> Result<RedisConfig, Vec<ConfigError>> {
@@ -399,11 +374,7 @@ mod tests {
     }
 
     fn errors(v: Value) -> Vec<(String, String)> {
-        parse(v).unwrap_err().into_iter().map(|e| (e.path, e.message)).collect()
-    }
-
-    fn has(errs: &[(String, String)], path: &str, phrase: &str) -> bool {
-        errs.iter().any(|(p, m)| p == path && m.contains(phrase))
+        pairs(parse(v).unwrap_err())
     }
 
     #[test]

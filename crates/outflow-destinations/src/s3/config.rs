@@ -5,14 +5,14 @@ use std::time::Duration;
 use outflow_core::compression::{COMPRESSION_NAMES, Compression};
 use outflow_core::config::{ConfigError, DestinationSpec, FieldReader};
 use outflow_core::format::{FORMAT_NAMES, OutputFormat};
-use outflow_core::netpolicy::{HostRule, NetworkPolicy};
+use outflow_core::netpolicy::NetworkPolicy;
 use outflow_core::retry::RetryPolicy;
 use outflow_core::secret::Secret;
 use outflow_core::template::Template;
 use serde_json::Value;
 
 use super::key::{PartitionFormat, Partitioning};
-use crate::BuildDefaults;
+use crate::{BuildDefaults, common};
 
 /// The smallest part S3 accepts (every part but the last).
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -159,7 +159,7 @@ pub(crate) fn parse(
             None
         }
     });
-    let network = parse_network(&mut r, &defaults.network);
+    let network = common::read_network(&mut r, &defaults.network, "minio.internal");
     if let Some(e) = &endpoint
         && let Ok(url) = url::Url::parse(e)
         && let Some(host) = url.host()
@@ -260,17 +260,8 @@ pub(crate) fn parse(
         }
     }
 
-    let timeout = match r.duration_secs("timeout_seconds") {
-        Some(d) if d.is_zero() => {
-            r.error("timeout_seconds", "must be greater than 0 (seconds, e.g. 30 or \"30s\")");
-            defaults.timeout
-        }
-        Some(d) => d,
-        None => defaults.timeout,
-    };
-    let retry_policy = r
-        .retry_policy("retry_policy", &defaults.retry_policy)
-        .unwrap_or_else(|| defaults.retry_policy.clone());
+    let timeout = common::read_timeout(&mut r, defaults);
+    let retry_policy = common::read_retry_policy(&mut r, defaults);
 
     let errors = r.finish();
     match (bucket, key, format, credentials) {
@@ -335,29 +326,6 @@ fn validate_endpoint(endpoint: &str) -> Result<String, String> {
         return Err("must not carry credentials; use access_key_id and secret_access_key".into());
     }
     Ok(endpoint.trim_end_matches('/').to_string())
-}
-
-/// `allow_private_networks` / `allowed_hosts` on top of the global policy (operator-only
-/// keys: the registry refuses them from API clients).
-fn parse_network(r: &mut FieldReader<'_>, global: &NetworkPolicy) -> NetworkPolicy {
-    let mut policy = global.clone();
-    if r.bool("allow_private_networks") == Some(true) {
-        policy.allow_private_networks = true;
-    }
-    let hosts: Option<Vec<String>> = r.optional(
-        "allowed_hosts",
-        "a list of host names or CIDRs, e.g. [\"minio.internal\", \"10.0.0.0/8\"]",
-    );
-    for (i, h) in hosts.iter().flatten().enumerate() {
-        match HostRule::parse(h) {
-            Ok(rule) => policy.allowed_hosts.push(rule),
-            Err(msg) => {
-                let at = format!("{}[{i}]", r.path_of("allowed_hosts"));
-                r.extend([ConfigError::new(at, msg)]);
-            }
-        }
-    }
-    policy
 }
 
 fn parse_credentials(r: &mut FieldReader<'_>) -> Option<Credentials> {
@@ -516,6 +484,7 @@ fn read_format(r: &mut FieldReader<'_>) -> Option<OutputFormat> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::test_support::pairs;
     use serde_json::json;
 
     fn parse_json(v: Value) -> Result<S3Config, Vec<ConfigError>> {
@@ -526,7 +495,7 @@ mod tests {
     }
 
     fn errors(v: Value) -> Vec<(String, String)> {
-        parse_json(v).unwrap_err().into_iter().map(|e| (e.path, e.message)).collect()
+        pairs(parse_json(v).unwrap_err())
     }
 
     fn one_error(v: Value) -> (String, String) {

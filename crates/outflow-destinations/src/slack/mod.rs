@@ -132,19 +132,7 @@ impl SlackMessage {
                 }
                 None => DEFAULT_MAX_OUTPUT_CHARS,
             };
-        let link = r.template(
-            "link_template",
-            false,
-            "a URL template, e.g. \"https://outflow.example.com/jobs/{{job_uuid}}\"",
-        );
-        let template =
-            r.string("template").and_then(|src| match HandlebarsTemplate::compile(&src) {
-                Ok(t) => Some(t),
-                Err(msg) => {
-                    r.error("template", msg);
-                    None
-                }
-            });
+        let (link, template) = crate::text::read_link_and_template(r);
         Some(SlackMessage {
             channel,
             username,
@@ -301,17 +289,14 @@ fn escape_text(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::test_support::pairs;
     use serde_json::json;
 
     fn errors(v: Value) -> Vec<(String, String)> {
         let mut v = v;
         v["type"] = json!("slack");
         let spec = DestinationSpec::from_value(&v, "d").unwrap();
-        build(&spec, &BuildDefaults::default(), "d")
-            .unwrap_err()
-            .into_iter()
-            .map(|e| (e.path, e.message))
-            .collect()
+        pairs(build(&spec, &BuildDefaults::default(), "d").unwrap_err())
     }
 
     #[test]

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use lettre::message::Mailbox;
 use outflow_core::config::{ConfigError, DestinationSpec, FieldReader};
-use outflow_core::format::{FORMAT_NAMES, HandlebarsTemplate, OutputFormat};
+use outflow_core::format::{HandlebarsTemplate, OutputFormat};
 use outflow_core::retry::RetryPolicy;
 use outflow_core::secret::Secret;
 use outflow_core::template::Template;
 use serde_json::Value;
 
-use crate::BuildDefaults;
+use crate::{BuildDefaults, common};
 
 /// How the connection to the server is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,7 +245,7 @@ impl SmtpConfig {
             r.error("attachment_name", "is only used with attach_output: true");
         }
 
-        let format = Self::parse_format(&mut r);
+        let format = common::read_optional_format(&mut r);
 
         let max_inline_bytes = match r.size("max_inline_bytes") {
             Some(0) => {
@@ -266,22 +266,13 @@ impl SmtpConfig {
             None => DEFAULT_MAX_INLINE_BYTES,
         };
 
-        let timeout = match r.duration_secs("timeout_seconds") {
-            Some(d) if d.is_zero() => {
-                r.error("timeout_seconds", "must be greater than 0 (seconds, e.g. 30 or \"30s\")");
-                None
-            }
-            Some(d) => Some(d),
-            None => Some(defaults.timeout),
-        };
+        let timeout = common::read_timeout(&mut r, defaults);
 
-        let retry_policy = r
-            .retry_policy("retry_policy", &defaults.retry_policy)
-            .unwrap_or_else(|| defaults.retry_policy.clone());
+        let retry_policy = common::read_retry_policy(&mut r, defaults);
 
         let errors = r.finish();
-        match (host, security, port, from, subject, timeout) {
-            (Some(host), Some(security), Some(port), Some(from), Some(subject), Some(timeout))
+        match (host, security, port, from, subject) {
+            (Some(host), Some(security), Some(port), Some(from), Some(subject))
                 if errors.is_empty() =>
             {
                 Ok(SmtpConfig {
@@ -367,23 +358,6 @@ impl SmtpConfig {
         }
         out
     }
-
-    /// `format` (optional) and, for `format: template`, the `template` text.
-    fn parse_format(r: &mut FieldReader<'_>) -> Option<OutputFormat> {
-        let given = r.raw("format").is_some();
-        let name = if given { r.one_of("format", FORMAT_NAMES) } else { None };
-        let template = r.string("template");
-        if template.is_some() && name != Some("template") && (name.is_some() || !given) {
-            r.error("template", "is only used with format: template");
-        }
-        match OutputFormat::parse(name?, template.as_deref()) {
-            Ok(f) => Some(f),
-            Err(msg) => {
-                r.error(if template.is_some() { "template" } else { "format" }, msg);
-                None
-            }
-        }
-    }
 }
 
 /// A static address is checked now; a templated one after rendering.
@@ -398,6 +372,7 @@ fn check_static_address(r: &mut FieldReader<'_>, key: &str, t: &Template) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::test_support::pairs;
     use serde_json::json;
 
     fn parse(v: Value) -> Result<SmtpConfig, Vec<ConfigError>> {
@@ -408,7 +383,7 @@ mod tests {
     }
 
     fn errors(v: Value) -> Vec<(String, String)> {
-        parse(v).unwrap_err().into_iter().map(|e| (e.path, e.message)).collect()
+        pairs(parse(v).unwrap_err())
     }
 
     fn minimal() -> Value {

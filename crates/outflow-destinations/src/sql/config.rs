@@ -11,7 +11,7 @@ use outflow_core::template::Template;
 use serde_json::Value;
 
 use super::ident::{IDENT_EXPECTED, check_ident};
-use crate::BuildDefaults;
+use crate::{BuildDefaults, common};
 
 /// The three SQL dialects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -412,19 +412,9 @@ impl SqlConfig {
             None => DEFAULT_BATCH_SIZE,
         };
 
-        let timeout = match r.duration_secs("timeout_seconds") {
-            Some(d) if d.is_zero() => {
-                r.error("timeout_seconds", "must be greater than 0 (seconds, e.g. 30 or \"30s\")");
-                defaults.timeout
-            }
-            Some(d) => d,
-            None => defaults.timeout,
-        };
+        let timeout = common::read_timeout(&mut r, defaults);
 
-        let retry_policy = match r.raw("retry_policy") {
-            Some(_) => r.retry_policy("retry_policy", &defaults.retry_policy),
-            None => Some(defaults.retry_policy.clone()),
-        };
+        let retry_policy = common::read_retry_policy(&mut r, defaults);
 
         let errors = r.finish();
         if !errors.is_empty() {
@@ -442,7 +432,7 @@ impl SqlConfig {
             retention_days,
             batch_size,
             timeout,
-            retry_policy: retry_policy.ok_or_else(invalid)?,
+            retry_policy,
         })
     }
 
@@ -458,6 +448,7 @@ impl SqlConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::test_support::{has, pairs};
     use serde_json::json;
 
     fn parse(v: Value, dialect: Dialect) -> Result<SqlConfig, Vec<ConfigError>> {
@@ -466,11 +457,7 @@ mod tests {
     }
 
     fn errors(v: Value, dialect: Dialect) -> Vec<(String, String)> {
-        parse(v, dialect).unwrap_err().into_iter().map(|e| (e.path, e.message)).collect()
-    }
-
-    fn has(errs: &[(String, String)], path: &str, needle: &str) -> bool {
-        errs.iter().any(|(p, m)| p == path && m.contains(needle))
+        pairs(parse(v, dialect).unwrap_err())
     }
 
     #[test]

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use outflow_core::config::{ConfigError, DestinationSpec, FieldReader};
-use outflow_core::format::{FORMAT_NAMES, OutputFormat};
-use outflow_core::netpolicy::{HostRule, NetworkPolicy};
+use outflow_core::format::OutputFormat;
+use outflow_core::netpolicy::NetworkPolicy;
 use outflow_core::retry::RetryPolicy;
 use outflow_core::template::{Template, TemplateError, VarSource};
 use reqwest::Method;
@@ -17,7 +17,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use serde_json::Value;
 
 use super::auth::{Auth, headers};
-use crate::BuildDefaults;
+use crate::{BuildDefaults, common};
 
 /// The methods a webhook may use.
 pub const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
@@ -147,14 +147,7 @@ impl WebhookConfig {
         }
         .map(|m| Method::from_bytes(m.as_bytes()).expect("listed methods are valid"));
 
-        let timeout = match r.duration_secs("timeout_seconds") {
-            Some(d) if d.is_zero() => {
-                r.error("timeout_seconds", "must be greater than 0 (seconds, e.g. 30 or \"30s\")");
-                None
-            }
-            Some(d) => Some(d),
-            None => Some(defaults.timeout),
-        };
+        let timeout = common::read_timeout(&mut r, defaults);
 
         let content_type = match r.string("content_type") {
             Some(ct) => match HeaderValue::from_str(&ct) {
@@ -170,12 +163,9 @@ impl WebhookConfig {
             None => Some(HeaderValue::from_static(DEFAULT_CONTENT_TYPE)),
         };
 
-        let format = Self::parse_format(&mut r);
+        let format = common::read_optional_format(&mut r);
 
-        let retry_policy = match r.raw("retry_policy") {
-            Some(_) => r.retry_policy("retry_policy", &defaults.retry_policy),
-            None => Some(defaults.retry_policy.clone()),
-        };
+        let retry_policy = common::read_retry_policy(&mut r, defaults);
 
         let retry_on_status: Option<Vec<u16>> =
             r.optional("retry_on_status", "a list of HTTP status codes, e.g. [429, 503]");
@@ -191,7 +181,7 @@ impl WebhookConfig {
             }
         }
 
-        let network = Self::parse_network(&mut r, &defaults.network);
+        let network = common::read_network(&mut r, &defaults.network, "hooks.internal");
 
         let auth = match r.child("auth") {
             Some(child) => {
@@ -214,55 +204,15 @@ impl WebhookConfig {
             origin_vars: origin_vars.ok_or_else(missing)?,
             method: method.ok_or_else(missing)?,
             headers,
-            timeout: timeout.ok_or_else(missing)?,
+            timeout,
             content_type: content_type.ok_or_else(missing)?,
             format,
-            retry_policy: retry_policy.ok_or_else(missing)?,
+            retry_policy,
             retry_on_status,
             network,
             auth,
             secret_path: false,
         })
-    }
-
-    fn parse_format(r: &mut FieldReader<'_>) -> Option<OutputFormat> {
-        let given = r.raw("format").is_some();
-        let name = if given { r.one_of("format", FORMAT_NAMES) } else { None };
-        let template = r.string("template");
-        // When `format` itself is invalid, one error about it is enough.
-        if template.is_some() && name != Some("template") && (name.is_some() || !given) {
-            r.error("template", "is only used with format: template");
-        }
-        match OutputFormat::parse(name?, template.as_deref()) {
-            Ok(f) => Some(f),
-            Err(msg) => {
-                r.error(if template.is_some() { "template" } else { "format" }, msg);
-                None
-            }
-        }
-    }
-
-    /// `allow_private_networks` and `allowed_hosts` on top of the global policy (presets
-    /// read them too).
-    pub(crate) fn parse_network(r: &mut FieldReader<'_>, global: &NetworkPolicy) -> NetworkPolicy {
-        let mut policy = global.clone();
-        if r.bool("allow_private_networks") == Some(true) {
-            policy.allow_private_networks = true;
-        }
-        let hosts: Option<Vec<String>> = r.optional(
-            "allowed_hosts",
-            "a list of host names or CIDRs, e.g. [\"hooks.internal\", \"10.0.0.0/8\"]",
-        );
-        for (i, h) in hosts.iter().flatten().enumerate() {
-            match HostRule::parse(h) {
-                Ok(rule) => policy.allowed_hosts.push(rule),
-                Err(msg) => {
-                    let at = format!("{}[{i}]", r.path_of("allowed_hosts"));
-                    r.extend([ConfigError::new(at, msg)]);
-                }
-            }
-        }
-        policy
     }
 
     fn parse_headers(r: &mut FieldReader<'_>, auth: Option<&Auth>) -> Vec<(HeaderName, Template)> {

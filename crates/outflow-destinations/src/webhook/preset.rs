@@ -3,13 +3,12 @@
 //! the webhook's client, SSRF guard and outcome rules.
 
 use outflow_core::config::FieldReader;
-use outflow_core::retry::RetryPolicy;
 use outflow_core::template::Template;
 use reqwest::Method;
 use reqwest::header::HeaderValue;
 
 use super::config::{WebhookConfig, validate_parsed};
-use crate::BuildDefaults;
+use crate::{BuildDefaults, common};
 
 /// Statuses a chat service answers that are worth retrying: 408, 425, 429 (rate limited,
 /// with `Retry-After`) and every 5xx. Other 4xx (unknown webhook 404, invalid payload 400)
@@ -20,7 +19,8 @@ pub fn retryable_statuses() -> Vec<u16> {
 
 /// Reads `webhook_url` (a secret: never echoed), `timeout_seconds`, `retry_policy`,
 /// `allow_private_networks` and `allowed_hosts`. `query` is added to the URL unless it is
-/// there already (Discord's `wait=true`). `None` when a problem was recorded in `r`.
+/// there already (Discord's `wait=true`). Every problem is recorded in `r`; `None` when
+/// `webhook_url` is missing or invalid.
 pub(crate) fn read_transport(
     r: &mut FieldReader<'_>,
     defaults: &BuildDefaults,
@@ -66,25 +66,16 @@ pub(crate) fn read_transport(
         }
     });
 
-    let timeout = match r.duration_secs("timeout_seconds") {
-        Some(d) if d.is_zero() => {
-            r.error("timeout_seconds", "must be greater than 0 (seconds, e.g. 30 or \"30s\")");
-            None
-        }
-        Some(d) => Some(d),
-        None => Some(defaults.timeout),
-    };
-    let retry_policy: RetryPolicy = r
-        .retry_policy("retry_policy", &defaults.retry_policy)
-        .unwrap_or_else(|| defaults.retry_policy.clone());
-    let network = WebhookConfig::parse_network(r, &defaults.network);
+    let timeout = common::read_timeout(r, defaults);
+    let retry_policy = common::read_retry_policy(r, defaults);
+    let network = common::read_network(r, &defaults.network, "hooks.internal");
 
     Some(WebhookConfig {
         url: url?,
         origin_vars: 0,
         method: Method::POST,
         headers: Vec::new(),
-        timeout: timeout?,
+        timeout,
         content_type: HeaderValue::from_static("application/json"),
         format: None,
         retry_policy,
