@@ -41,14 +41,16 @@ pub async fn run(args: TestDestinationsArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "data": results }))?);
     } else {
-        println!("index  type         success  time_ms  name / error");
+        // The type column is as wide as its longest entry (`elasticsearch`).
+        let width = results.iter().map(|r| r.destination_type.len()).max().unwrap_or(0).max(11);
+        println!("index  {:<width$}  success  time_ms  name / error", "type");
         for r in &results {
             let detail = match &r.error {
                 Some(e) => format!("{}: {e}", r.name),
                 None => r.name.clone(),
             };
             println!(
-                "{:<5}  {:<11}  {:<7}  {:>7}  {detail}",
+                "{:<5}  {:<width$}  {:<7}  {:>7}  {detail}",
                 r.index, r.destination_type, r.success, r.estimated_time_ms
             );
         }
