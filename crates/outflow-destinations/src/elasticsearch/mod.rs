@@ -192,7 +192,10 @@ impl ElasticsearchDestination {
             builder = builder.danger_accept_invalid_certs(true);
         }
         let client = builder.build().map_err(|e| {
-            DeliveryError::permanent(format!("cannot create the HTTP client: {}", chain(&e)))
+            DeliveryError::permanent(format!(
+                "cannot create the HTTP client: {}",
+                crate::webhook::error_chain(&e)
+            ))
         })?;
         Ok(self.client.get_or_init(|| client))
     }
@@ -297,10 +300,13 @@ impl ElasticsearchDestination {
         if err.is_builder() {
             return DeliveryError::permanent(format!(
                 "cannot build the request to {target}: {}",
-                chain(err)
+                crate::webhook::error_chain(err)
             ));
         }
-        DeliveryError::retryable(format!("connection to {target} failed: {}", chain(err)))
+        DeliveryError::retryable(format!(
+            "connection to {target} failed: {}",
+            crate::webhook::error_chain(err)
+        ))
     }
 
     /// The document for one output (see the module docs).
@@ -531,23 +537,6 @@ fn answer_error(answer: &Answer) -> DeliveryError {
 
 fn blocked(target: &str, why: &str) -> DeliveryError {
     DeliveryError::permanent(format!("{target} blocked by the SSRF guard: {why}"))
-}
-
-/// An error and its causes, `: `-separated (reqwest's top-level text can carry the URL).
-fn chain(err: &reqwest::Error) -> String {
-    let mut parts = Vec::new();
-    let mut cur = std::error::Error::source(err);
-    while let Some(e) = cur {
-        let text = e.to_string();
-        if !parts.contains(&text) {
-            parts.push(text);
-        }
-        cur = e.source();
-    }
-    if parts.is_empty() {
-        parts.push("request failed".to_string());
-    }
-    parts.join(": ")
 }
 
 /// Percent-encodes a path segment (everything but unreserved characters).

@@ -516,7 +516,7 @@ async fn read_capped(response: &mut reqwest::Response, target: &str) -> Vec<u8> 
 
 /// An error and its causes, `: `-separated. reqwest's own top-level text is skipped when
 /// there is a cause (it is generic and its URL form could carry credentials).
-fn error_chain(err: &reqwest::Error) -> String {
+pub(crate) fn error_chain(err: &reqwest::Error) -> String {
     let mut parts = Vec::new();
     let mut cur = std::error::Error::source(err);
     while let Some(e) = cur {
